@@ -1,0 +1,104 @@
+// swift-tools-version:6.0
+// Cairn: replicated volumes exported as block devices and a shared FUSE filesystem.
+//
+// Module layering (dependencies point downwards only):
+//   cairn (executable) -> CairnCLI -> CairnManager, CairnStorage, CairnClient
+//   CairnClient, CairnManager, CairnStorage -> CairnNet -> CairnWire -> CairnCore
+//   CairnManager -> CairnMeta -> CairnCore
+import PackageDescription
+
+// Swift 5 language mode: the daemons share state across NIO event loops and
+// blocking I/O threads behind locks; the Swift 6 checker would force annotations
+// on every such type without making the locking any more correct. Each such type
+// documents its locking in a comment.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v5),
+]
+
+let package = Package(
+    name: "cairn",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "cairn", targets: ["cairn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        .target(name: "CCairnShims"),
+        .target(name: "CairnCore", dependencies: ["CCairnShims"], swiftSettings: swiftSettings),
+        .target(
+            name: "CairnWire",
+            dependencies: ["CairnCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnNet",
+            dependencies: [
+                "CairnCore", "CairnWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnMeta",
+            dependencies: ["CairnCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnChunkStore",
+            dependencies: ["CairnCore", "CCairnShims"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnStorage",
+            dependencies: [
+                "CairnCore", "CairnChunkStore", "CairnWire", "CairnNet",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnClient",
+            dependencies: [
+                "CairnCore", "CairnWire", "CairnNet",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnManager",
+            dependencies: [
+                "CairnCore", "CairnWire", "CairnNet", "CairnMeta", "CairnClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "CairnCLI",
+            dependencies: [
+                "CairnCore", "CairnNet", "CairnMeta", "CairnStorage", "CairnManager", "CairnClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnWireTests", dependencies: ["CairnWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnMetaTests", dependencies: ["CairnMeta"], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnManagerTests", dependencies: ["CairnManager", "CairnMeta"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnSimulationTests",
+            dependencies: ["CairnCore", "CairnManager", "CairnMeta", "CairnChunkStore", "CairnClient"],
+            swiftSettings: swiftSettings),
+    ]
+)
