@@ -1,0 +1,169 @@
+// The manager's HTTP/JSON API. Every /v1 route needs `Authorization: Bearer <cluster
+// secret>`; /healthz, /readyz and /metrics are open (they reveal no data).
+//
+//   GET    /v1/status                               ClusterStatus
+//   GET    /v1/nodes                                [NodeRecord]
+//   POST   /v1/nodes/heartbeat                      HeartbeatRequest -> HeartbeatReply
+//   POST   /v1/nodes/{id}/drain
+//   GET    /v1/volumes                              [VolumeStatus]
+//   POST   /v1/volumes                              CreateVolumeRequest -> VolumeRecord
+//   GET    /v1/volumes/{name}                       VolumeStatus
+//   DELETE /v1/volumes/{name}[?force=1]
+//   POST   /v1/volumes/{name}/resize                ResizeVolumeRequest -> VolumeRecord
+//   GET    /v1/volumes/{name}/map                   VolumeMap
+//   POST   /v1/volumes/{name}/attach                AttachRequest -> VolumeMap
+//   POST   /v1/volumes/{name}/detach                DetachRequest
+//   POST   /v1/volumes/{name}/chunks/{i}/allocate   AllocateChunkRequest -> VolumeMap
+//   POST   /v1/volumes/{name}/chunks/{i}/failed     ReplicaFailureReport -> VolumeMap
+// Errors: a status code and APIErrorBody {error, message[, epoch]}.
+import CairnCore
+import CairnNet
+import Foundation
+
+public struct ManagerAPI: Sendable {
+    let manager: Manager
+    let secret: String
+
+    public init(manager: Manager, secret: String) { self.manager = manager; self.secret = secret }
+
+    public func handle(_ req: HTTPRequest) async -> HTTPResponse {
+        switch (req.method, req.path) {
+        case ("GET", "/healthz"): return .text("ok\n")
+        case ("GET", "/readyz"):
+            do { _ = try await manager.store.currentRevision(); return .text("ready\n") } catch {
+                return .text("metadata store unavailable: \(error)\n", status: 503)
+            }
+        case ("GET", "/metrics"): return .text(await metricsText(), status: 200)
+        default: break
+        }
+        guard req.path.hasPrefix("/v1/") else { return Self.error(CairnError.notFound("no such endpoint \(req.path)"), status: 404) }
+        guard let auth = req.header("authorization"), auth == "Bearer \(secret)" else {
+            return Self.error(CairnError.unauthenticated(
+                "the manager refused the request: the cluster secret is missing or wrong"), status: 401)
+        }
+        do {
+            return try await route(req)
+        } catch let e as CairnError {
+            return Self.error(e, status: Self.status(of: e))
+        } catch let e as DecodingError {
+            return Self.error(CairnError.invalidArgument("malformed request body: \(e)"), status: 400)
+        } catch {
+            return Self.error(CairnError.internalError("\(error)"), status: 500)
+        }
+    }
+
+    func route(_ req: HTTPRequest) async throws -> HTTPResponse {
+        let parts = Array(req.path.split(separator: "/").map(String.init).dropFirst())  // after "v1"
+        func at(_ method: String, _ pattern: String) -> [String]? {
+            Self.match(method: method, pattern: pattern, request: req.method, parts: parts)
+        }
+        if at("GET", "status") != nil { return try Self.json(await manager.status()) }
+        if at("GET", "nodes") != nil { return try Self.json(await manager.listNodes()) }
+        if at("POST", "nodes/heartbeat") != nil {
+            return try Self.json(await manager.heartbeat(try Self.decode(req.body)))
+        }
+        if let a = at("POST", "nodes/*/drain") {
+            try await manager.drain(a[0])
+            return try Self.json(["drained": a[0]])
+        }
+        if at("GET", "volumes") != nil {
+            var out: [VolumeStatus] = []
+            for v in try await manager.listVolumes() { out.append(try await manager.volumeStatus(v.name)) }
+            return try Self.json(out)
+        }
+        if at("POST", "volumes") != nil {
+            return try Self.json(await manager.createVolume(try Self.decode(req.body)), status: 201)
+        }
+        if let a = at("GET", "volumes/*") { return try Self.json(await manager.volumeStatus(a[0])) }
+        if let a = at("DELETE", "volumes/*") {
+            try await manager.deleteVolume(a[0], force: req.query["force"] == "1")
+            return try Self.json(["deleted": a[0]])
+        }
+        if let a = at("POST", "volumes/*/resize") {
+            let r: ResizeVolumeRequest = try Self.decode(req.body)
+            return try Self.json(await manager.resizeVolume(a[0], sizeBytes: r.sizeBytes))
+        }
+        if let a = at("GET", "volumes/*/map") { return try Self.json(await manager.map(a[0])) }
+        if let a = at("POST", "volumes/*/attach") {
+            return try Self.json(await manager.attach(a[0], try Self.decode(req.body)))
+        }
+        if let a = at("POST", "volumes/*/detach") {
+            let r: DetachRequest = try Self.decode(req.body)
+            try await manager.detach(a[0], client: r.client)
+            return try Self.json(["detached": a[0]])
+        }
+        if let a = at("POST", "volumes/*/chunks/*/allocate") {
+            return try Self.json(await manager.allocateChunk(a[0], index: try Self.chunkIndex(a[1]), try Self.decode(req.body)))
+        }
+        if let a = at("POST", "volumes/*/chunks/*/failed") {
+            return try Self.json(await manager.reportFailure(a[0], index: try Self.chunkIndex(a[1]), try Self.decode(req.body)))
+        }
+        return Self.error(CairnError.notFound("no such endpoint \(req.method) \(req.path)"), status: 404)
+    }
+
+    /// Matches path segments against a pattern where `*` captures one segment.
+    static func match(method: String, pattern: String, request: String, parts: [String]) -> [String]? {
+        guard method == request else { return nil }
+        let pat = pattern.split(separator: "/").map(String.init)
+        guard pat.count == parts.count else { return nil }
+        var captured: [String] = []
+        for (p, s) in zip(pat, parts) {
+            if p == "*" { captured.append(s) } else if p != s { return nil }
+        }
+        return captured
+    }
+
+    static func chunkIndex(_ s: String) throws -> ChunkIndex {
+        guard let i = ChunkIndex(s) else { throw CairnError.invalidArgument("'\(s)' is not a chunk index") }
+        return i
+    }
+
+    static func decode<T: Decodable>(_ body: [UInt8]) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data(body))
+    }
+
+    static func json<T: Encodable>(_ value: T, status: Int = 200) throws -> HTTPResponse {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return HTTPResponse(status: status, body: [UInt8](try e.encode(value)))
+    }
+
+    static func error(_ e: CairnError, status: Int) -> HTTPResponse {
+        var epoch: Epoch?
+        if case .staleEpoch(let current) = e { epoch = current }
+        let body = APIErrorBody(error: e.code, message: e.description, epoch: epoch)
+        return (try? json(body, status: status)) ?? .text(e.description, status: status)
+    }
+
+    static func status(of e: CairnError) -> Int {
+        switch e {
+        case .invalidArgument, .protocolError: return 400
+        case .unauthenticated: return 401
+        case .notFound: return 404
+        case .alreadyExists, .conflict, .staleEpoch: return 409
+        case .insufficientNodes, .noSpace: return 507
+        case .unavailable: return 503
+        default: return 500
+        }
+    }
+
+    func metricsText() async -> String {
+        guard let s = try? await manager.status() else { return "" }
+        var out = ""
+        out += "# HELP cairn_manager_nodes Storage nodes by state.\n# TYPE cairn_manager_nodes gauge\n"
+        for state in ["up", "down", "draining"] {
+            out += "cairn_manager_nodes{state=\"\(state)\"} \(s.nodes.filter { $0.state.rawValue == state }.count)\n"
+        }
+        out += "# HELP cairn_manager_capacity_bytes Capacity of the live storage nodes.\n# TYPE cairn_manager_capacity_bytes gauge\n"
+        out += "cairn_manager_capacity_bytes \(s.capacityBytes)\n"
+        out += "# HELP cairn_manager_used_bytes Bytes used on the live storage nodes.\n# TYPE cairn_manager_used_bytes gauge\n"
+        out += "cairn_manager_used_bytes \(s.usedBytes)\n"
+        out += "# HELP cairn_manager_volumes Volumes by health.\n# TYPE cairn_manager_volumes gauge\n"
+        for h in ["healthy", "degraded", "rebuilding"] {
+            out += "cairn_manager_volumes{health=\"\(h)\"} \(s.volumes.filter { $0.health.rawValue == h }.count)\n"
+        }
+        out += "# HELP cairn_manager_rebuild_copied_bytes Bytes copied by rebuilds in progress.\n# TYPE cairn_manager_rebuild_copied_bytes gauge\n"
+        out += "cairn_manager_rebuild_copied_bytes \(s.volumes.reduce(0) { $0 + $1.rebuildCopiedBytes })\n"
+        return out
+    }
+}
