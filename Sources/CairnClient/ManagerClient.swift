@@ -1,0 +1,80 @@
+// Typed client of the manager's HTTP/JSON API (see CairnManager/ManagerAPI.swift).
+import CairnCore
+import CairnNet
+import Foundation
+import NIOCore
+
+public final class ManagerClient: @unchecked Sendable {
+    public let baseURL: String
+    let secret: String
+    let group: EventLoopGroup
+
+    public init(baseURL: String, secret: String, group: EventLoopGroup) {
+        var url = baseURL
+        while url.hasSuffix("/") { url.removeLast() }
+        self.baseURL = url; self.secret = secret; self.group = group
+    }
+
+    func call<T: Decodable>(_ method: String, _ path: String, body: [UInt8] = [], as: T.Type) async throws -> T {
+        let response = try await HTTPClient.request(
+            method, baseURL: baseURL, path: path,
+            headers: [("Authorization", "Bearer \(secret)"), ("Content-Type", "application/json")],
+            body: body, group: group)
+        guard (200..<300).contains(response.status) else {
+            if let e = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body)) {
+                throw CairnError.from(code: e.error, message: e.message, epoch: e.epoch ?? 0)
+            }
+            throw CairnError.unavailable("the manager at \(baseURL) answered HTTP \(response.status)")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(response.body))
+        } catch {
+            throw CairnError.protocolError("unexpected answer from the manager: \(error)")
+        }
+    }
+
+    func encode<T: Encodable>(_ v: T) throws -> [UInt8] { [UInt8](try JSONEncoder().encode(v)) }
+
+    static func escape(_ name: String) -> String {
+        name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: ".-_"))) ?? name
+    }
+
+    public func status() async throws -> ClusterStatus { try await call("GET", "/v1/status", as: ClusterStatus.self) }
+    public func nodes() async throws -> [NodeRecord] { try await call("GET", "/v1/nodes", as: [NodeRecord].self) }
+    public func drain(_ id: NodeID) async throws {
+        _ = try await call("POST", "/v1/nodes/\(Self.escape(id))/drain", as: [String: String].self)
+    }
+    public func heartbeat(_ hb: HeartbeatRequest) async throws -> HeartbeatReply {
+        try await call("POST", "/v1/nodes/heartbeat", body: try encode(hb), as: HeartbeatReply.self)
+    }
+    public func createVolume(_ req: CreateVolumeRequest) async throws -> VolumeRecord {
+        try await call("POST", "/v1/volumes", body: try encode(req), as: VolumeRecord.self)
+    }
+    public func volumes() async throws -> [VolumeStatus] { try await call("GET", "/v1/volumes", as: [VolumeStatus].self) }
+    public func volume(_ name: String) async throws -> VolumeStatus {
+        try await call("GET", "/v1/volumes/\(Self.escape(name))", as: VolumeStatus.self)
+    }
+    public func deleteVolume(_ name: String, force: Bool) async throws {
+        _ = try await call("DELETE", "/v1/volumes/\(Self.escape(name))\(force ? "?force=1" : "")", as: [String: String].self)
+    }
+    public func resizeVolume(_ name: String, sizeBytes: UInt64) async throws -> VolumeRecord {
+        try await call("POST", "/v1/volumes/\(Self.escape(name))/resize", body: try encode(ResizeVolumeRequest(sizeBytes: sizeBytes)),
+                       as: VolumeRecord.self)
+    }
+    public func map(_ name: String) async throws -> VolumeMap {
+        try await call("GET", "/v1/volumes/\(Self.escape(name))/map", as: VolumeMap.self)
+    }
+    public func attach(_ name: String, _ req: AttachRequest) async throws -> VolumeMap {
+        try await call("POST", "/v1/volumes/\(Self.escape(name))/attach", body: try encode(req), as: VolumeMap.self)
+    }
+    public func detach(_ name: String, client: String) async throws {
+        _ = try await call("POST", "/v1/volumes/\(Self.escape(name))/detach", body: try encode(DetachRequest(client: client)),
+                           as: [String: String].self)
+    }
+    public func allocateChunk(_ name: String, index: ChunkIndex, _ req: AllocateChunkRequest) async throws -> VolumeMap {
+        try await call("POST", "/v1/volumes/\(Self.escape(name))/chunks/\(index)/allocate", body: try encode(req), as: VolumeMap.self)
+    }
+    public func reportFailure(_ name: String, index: ChunkIndex, _ report: ReplicaFailureReport) async throws -> VolumeMap {
+        try await call("POST", "/v1/volumes/\(Self.escape(name))/chunks/\(index)/failed", body: try encode(report), as: VolumeMap.self)
+    }
+}
