@@ -55,7 +55,7 @@ let package = Package(
         .target(
             name: "CairnStorage",
             dependencies: [
-                "CairnCore", "CairnChunkStore", "CairnWire", "CairnNet",
+                "CairnCore", "CairnChunkStore", "CairnWire", "CairnNet", "CairnClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

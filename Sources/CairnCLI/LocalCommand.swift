@@ -1,0 +1,148 @@
+// `cairn local up`: a whole cluster on one machine, each daemon its own child process
+// (so a person can kill one and watch the cluster heal). Data, the secret and node ids
+// live under --dir and survive a restart. Ctrl-C stops everything cleanly.
+import ArgumentParser
+import CairnClient
+import CairnCore
+import Foundation
+
+struct LocalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "local", abstract: "A local cluster for trying Cairn and for tests.", subcommands: [Up.self])
+
+    struct Up: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a manager and storage nodes as child processes; Ctrl-C stops them.")
+        @Option(help: "Where data, logs, the secret and pid files live.") var dir = "./cairn-data"
+        @Option(help: "Number of storage nodes.") var nodes = 3
+        @Option(name: .customLong("manager-port")) var managerPort = 9400
+        @Option(name: .customLong("storage-port"), help: "Port of the first storage node; the others follow.") var storagePort = 9411
+        @Option(name: .customLong("heartbeat-timeout")) var heartbeatTimeout = "5s"
+        @Option(name: .customLong("grace-period")) var gracePeriod = "30s"
+        @Option(name: .customLong("chunk-size")) var chunkSize = "64MiB"
+        @Option(name: .customLong("journal-size"), help: "Journal per storage node.") var journalSize = "64MiB"
+        @Option(name: .customLong("rebuild-rate")) var rebuildRate = "256MiB"
+        @Option(help: "Where to write the client configuration (default: $CAIRN_CONFIG or ~/.config/cairn/config).")
+        var config: String?
+
+        func run() async throws {
+            try await runReporting {
+                guard (1...16).contains(nodes) else { throw CairnError.invalidArgument("--nodes must be 1 to 16") }
+                _ = try parseDuration(heartbeatTimeout); _ = try parseDuration(gracePeriod)
+                _ = try ByteSize.parse(chunkSize); _ = try ByteSize.parse(journalSize)
+                let root = URL(fileURLWithPath: dir).standardizedFileURL.path
+                let fm = FileManager.default
+                for sub in ["", "/logs", "/run", "/manager"] {
+                    try fm.createDirectory(atPath: root + sub, withIntermediateDirectories: true)
+                }
+                let secretFile = root + "/secret"
+                if !fm.fileExists(atPath: secretFile) {
+                    try Data((ClientConfig.generateSecret() + "\n").utf8).write(to: URL(fileURLWithPath: secretFile))
+                    chmod(secretFile, 0o600)
+                }
+                let secret = try ClientConfig.resolve(manager: nil, secretFile: secretFile).secret
+                let managerURL = "http://127.0.0.1:\(managerPort)"
+                let configPath = config ?? ClientConfig.defaultPath
+                try ClientConfig(manager: managerURL, secret: secret).save(path: configPath)
+
+                let children = ChildProcesses(runDir: root + "/run", logDir: root + "/logs")
+                do {
+                    try children.spawn("manager", [
+                        "manager", "--listen", "127.0.0.1:\(managerPort)", "--meta", root + "/manager/meta.db",
+                        "--secret-file", secretFile, "--heartbeat-timeout", heartbeatTimeout,
+                        "--grace-period", gracePeriod, "--chunk-size", chunkSize, "--rebuild-rate", rebuildRate,
+                    ])
+                    let mc = ManagerClient(baseURL: managerURL, secret: secret, group: Runtime.group)
+                    try await waitUntil("the manager to answer", children) { (try? await mc.nodes()) != nil }
+                    var addresses: [String] = []
+                    for i in 1...nodes {
+                        let address = "127.0.0.1:\(storagePort + i - 1)"
+                        addresses.append(address)
+                        try children.spawn("node\(i)", [
+                            "storage", "--data", root + "/node\(i)", "--listen", address, "--node-id", "node\(i)",
+                            "--manager", managerURL, "--secret-file", secretFile, "--chunk-size", chunkSize,
+                            "--journal-size", journalSize,
+                        ])
+                    }
+                    try await waitUntil("\(nodes) storage nodes to report", children) {
+                        let up = (try? await mc.nodes())?.filter { $0.state == .up && addresses.contains($0.address) }.count ?? 0
+                        return up >= nodes
+                    }
+                    print("""
+                    Cairn local cluster is up (data in \(root)).
+                      manager:       \(managerURL)
+                      storage nodes: \(addresses.enumerated().map { "node\($0.offset + 1)=\($0.element)" }.joined(separator: " "))
+                      client config: \(configPath)
+                      logs:          \(root)/logs
+                    Try: cairn status; cairn volume create v1 --size 1GiB
+                    Press Ctrl-C to stop.
+                    """)
+                    fflush(stdout)
+                    _ = await Runtime.waitForTermination()
+                    print("stopping the local cluster")
+                    children.stopAll()
+                } catch {
+                    children.stopAll()
+                    throw error
+                }
+            }
+        }
+
+        func waitUntil(_ what: String, _ children: ChildProcesses, _ check: () async -> Bool) async throws {
+            for _ in 0..<200 {
+                if await check() { return }
+                if let dead = children.firstExited() {
+                    throw CairnError.unavailable("\(dead) exited while waiting for \(what); see \(children.logDir)/\(dead).log")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw CairnError.unavailable("timed out waiting for \(what); see the logs in \(children.logDir)")
+        }
+    }
+}
+
+/// Child daemons of `cairn local up`, with pid files and logs.
+final class ChildProcesses: @unchecked Sendable {
+    let runDir: String
+    let logDir: String
+    private let children = Locked<[(String, Process)]>([])
+
+    init(runDir: String, logDir: String) { self.runDir = runDir; self.logDir = logDir }
+
+    static var executable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    func spawn(_ name: String, _ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.executable)
+        p.arguments = args
+        let logPath = logDir + "/\(name).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        try Data("\(p.processIdentifier)\n".utf8).write(to: URL(fileURLWithPath: runDir + "/\(name).pid"))
+        children.withLock { $0.append((name, p)) }
+    }
+
+    func firstExited() -> String? {
+        children.withLock { c in c.first { !$0.1.isRunning }?.0 }
+    }
+
+    /// SIGTERM to every child (storage nodes first, the manager last), then SIGKILL to any
+    /// still running after 10 seconds.
+    func stopAll() {
+        let all = children.withLock { $0 }
+        for (name, p) in all.reversed() where p.isRunning {
+            kill(p.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(10)
+            while p.isRunning && Date() < deadline { usleep(20_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: runDir + "/\(name).pid")
+        }
+    }
+}

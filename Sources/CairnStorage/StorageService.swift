@@ -1,0 +1,199 @@
+// The storage node's request handling: checks every request's epoch against the
+// volume's fencing epoch, validates ranges, and runs it on the chunk backend of the data
+// directory that holds (or will hold) the chunk.
+//
+// Invariant: a request whose epoch is older than the volume's stored epoch changes
+// nothing and is answered `staleEpoch` with the current epoch; a newer epoch is stored
+// durably before the request runs.
+import CairnChunkStore
+import CairnCore
+import CairnNet
+import CairnWire
+import Foundation
+import Logging
+import NIOCore
+
+public final class StorageService: DataService, @unchecked Sendable {
+    let backends: [ChunkBackend]
+    let logger: Logger
+    let rebuilder: Rebuilder
+    /// Which backend holds each chunk; chunks not listed go to the emptiest one.
+    private let placement = Locked<[ChunkKey: Int]>([:])
+    private let epochs = Locked<[VolumeID: Epoch]>([:])
+
+    public var chunkSize: Int { backends[0].chunkSize }
+
+    public init(backends: [ChunkBackend], transport: @escaping RebuildTransport, logger: Logger) {
+        precondition(!backends.isEmpty, "a storage node needs at least one data directory")
+        self.backends = backends
+        self.logger = logger
+        self.rebuilder = Rebuilder(transport: transport, logger: logger)
+        placement.withLock { p in
+            for (i, b) in backends.enumerated() { for key in b.inventory() { p[key] = i } }
+        }
+    }
+
+    func backend(for key: ChunkKey) -> ChunkBackend {
+        let index = placement.withLock { p -> Int in
+            if let i = p[key] { return i }
+            let emptiest = backends.indices.max { a, b in
+                let ua = backends[a].usage(), ub = backends[b].usage()
+                return (ua.capacityBytes &- ua.usedBytes) < (ub.capacityBytes &- ub.usedBytes)
+            }!
+            p[key] = emptiest
+            return emptiest
+        }
+        return backends[index]
+    }
+
+    // MARK: Epochs (kept in the first data directory)
+
+    func currentEpoch(_ volume: VolumeID) -> Epoch {
+        epochs.withLock { e in
+            if let v = e[volume] { return v }
+            let v = backends[0].epoch(of: volume)
+            e[volume] = v
+            return v
+        }
+    }
+
+    /// Refuses an older epoch; stores a newer one before the request runs.
+    func admit(_ volume: VolumeID, epoch: Epoch) throws {
+        let current = currentEpoch(volume)
+        if epoch < current { throw CairnError.staleEpoch(current: current) }
+        if epoch > current { try raise(volume, to: epoch) }
+    }
+
+    @discardableResult
+    func raise(_ volume: VolumeID, to epoch: Epoch) throws -> Epoch {
+        try epochs.withLock { e in
+            let stored = try backends[0].raiseEpoch(of: volume, to: epoch)
+            e[volume] = stored
+            return stored
+        }
+    }
+
+    // MARK: Requests
+
+    func checkRange(_ offset: UInt32, _ length: Int) throws {
+        guard length <= WireLimits.ioLengthMax, Int(offset) + length <= chunkSize else {
+            throw CairnError.invalidArgument("range \(offset)+\(length) is outside a chunk of \(chunkSize) bytes")
+        }
+    }
+
+    func checkBlocks(_ first: UInt32, _ count: UInt32) throws {
+        let blocks = chunkSize / blockSize
+        guard count <= UInt32(blocks), Int(first) + Int(count) <= blocks else {
+            throw CairnError.invalidArgument("blocks \(first)+\(count) are outside a chunk of \(blocks) blocks")
+        }
+    }
+
+    public func handle(_ request: DataRequest) async throws -> ByteBuffer {
+        switch request {
+        case .hello, .ping:
+            return ByteBuffer()
+        case .read(let a, let offset, let length):
+            try checkRange(offset, Int(length))
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            return ByteBuffer(bytes: try await backend(for: key).read(key, offset: Int(offset), length: Int(length)))
+        case .write(let a, let seq, let offset, let data):
+            try checkRange(offset, data.readableBytes)
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            let bytes = data.getBytes(at: data.readerIndex, length: data.readableBytes) ?? []
+            try await backend(for: key).write(key, offset: Int(offset), data: bytes, version: BlockVersion(epoch: a.epoch, seq: seq))
+            return ByteBuffer()
+        case .trim(let a, let seq, let offset, let length):
+            try checkRange(offset, Int(length))
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            try await backend(for: key).trim(key, offset: Int(offset), length: Int(length), version: BlockVersion(epoch: a.epoch, seq: seq))
+            return ByteBuffer()
+        case .blockTable(let a, let first, let count):
+            try checkBlocks(first, count)
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            return DataResponse.encodeEntries(try await backend(for: key).blockTable(key, first: Int(first), count: Int(count)))
+        case .readBlocksRaw(let a, let first, let count):
+            try checkBlocks(first, count)
+            guard Int(count) * blockSize <= WireLimits.ioLengthMax else {
+                throw CairnError.invalidArgument("READ_BLOCKS_RAW of \(count) blocks is above the limit")
+            }
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            return DataResponse.encodeRawBlocks(try await rawBlocks(key, first: Int(first), count: Int(count)))
+        case .putBlocks(let a, let blocks):
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            let applied = try await putBlocks(key, blocks, overwriteBelow: 0)
+            return DataResponse.u64(UInt64(applied))
+        case .fence(let volume, let epoch):
+            return DataResponse.u64(try raise(volume, to: epoch))
+        case .deleteChunk(let a):
+            try admit(a.volume, epoch: a.epoch)
+            let key = ChunkKey(volume: a.volume, chunk: a.chunk)
+            try await backend(for: key).deleteChunk(key)
+            _ = placement.withLock { $0.removeValue(forKey: key) }
+            return ByteBuffer()
+        case .deleteVolume(let volume, let epoch):
+            try admit(volume, epoch: epoch)
+            try await deleteVolume(volume)
+            return ByteBuffer()
+        case .rebuild(let order):
+            try admit(order.address.volume, epoch: order.address.epoch)
+            let copied = try await rebuilder.run(order, service: self)
+            return DataResponse.u64(copied)
+        }
+    }
+
+    func rawBlocks(_ key: ChunkKey, first: Int, count: Int) async throws -> [BlockPut] {
+        let backend = self.backend(for: key)
+        let table = try await backend.blockTable(key, first: first, count: count)
+        var out: [BlockPut] = []
+        out.reserveCapacity(count)
+        for (i, entry) in table.enumerated() {
+            if entry.state == .data {
+                let (e, data) = try await backend.readBlockRaw(key, index: first + i)
+                out.append(BlockPut(index: UInt32(first + i), entry: e, data: data))
+            } else {
+                out.append(BlockPut(index: UInt32(first + i), entry: entry, data: nil))
+            }
+        }
+        return out
+    }
+
+    func putBlocks(_ key: ChunkKey, _ blocks: [BlockPut], overwriteBelow: Epoch) async throws -> Int {
+        let blocksPerChunk = chunkSize / blockSize
+        for b in blocks {
+            guard Int(b.index) < blocksPerChunk else {
+                throw CairnError.invalidArgument("block \(b.index) is outside a chunk of \(blocksPerChunk) blocks")
+            }
+            if b.entry.state == .data, b.data?.count != blockSize {
+                throw CairnError.invalidArgument("block \(b.index) carries no 4096 bytes of data")
+            }
+        }
+        return try await backend(for: key).putBlocks(
+            key, blocks: blocks.map { (index: Int($0.index), entry: $0.entry, data: $0.data) }, overwriteBelow: overwriteBelow)
+    }
+
+    func deleteVolume(_ volume: VolumeID) async throws {
+        for b in backends { try await b.deleteVolume(volume) }
+        placement.withLock { p in p = p.filter { $0.key.volume != volume } }
+        epochs.withLock { _ = $0.removeValue(forKey: volume) }
+    }
+
+    public func deleteChunk(_ key: ChunkKey) async throws {
+        try await backend(for: key).deleteChunk(key)
+        _ = placement.withLock { $0.removeValue(forKey: key) }
+    }
+
+    public func inventory() -> [ChunkKey] { backends.flatMap { $0.inventory() } }
+
+    public func usage() -> (capacityBytes: UInt64, usedBytes: UInt64) {
+        backends.reduce((0, 0)) { acc, b in
+            let u = b.usage()
+            return (acc.0 + u.capacityBytes, acc.1 + u.usedBytes)
+        }
+    }
+}
