@@ -32,7 +32,9 @@ public enum HTTPClient {
                 }
                 .connect(host: host, port: port).get()
         } catch {
-            throw CairnError.unavailable("cannot reach the manager at \(baseURL): \(Self.describe(error))")
+            let e = CairnError.unavailable("cannot reach the manager at \(baseURL): \(Self.describe(error))")
+            promise.fail(e)
+            throw e
         }
         var h = HTTPHeaders()
         h.add(name: "Host", value: hostPort)

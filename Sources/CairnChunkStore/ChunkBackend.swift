@@ -1,0 +1,73 @@
+// CairnChunkStore: the chunk replicas of one storage node data directory (one per disk).
+//
+// Invariants:
+// - Every data block carries the CRC32C of its full 4 KiB contents in the block table of
+//   its chunk; a read verifies every data block it touches and never returns bad bytes.
+// - A mutation (write, trim, putBlocks, delete) is durable when its call returns.
+// - Client writes and trims set the version of the blocks they touch, in arrival order;
+//   repair copies (putBlocks) never replace a newer version.
+//
+// Fault model: the process or the machine may stop at any instant (torn journal tails,
+// lost page cache); disks may flip bits (caught by the per-block CRC). See Journal.swift
+// for how DiskChunkStore survives a crash.
+import CairnCore
+
+/// Identity of one chunk replica: the volume it belongs to and its index in the volume.
+public struct ChunkKey: Hashable, Sendable, CustomStringConvertible {
+    public var volume: VolumeID
+    public var chunk: ChunkIndex
+    public init(volume: VolumeID, chunk: ChunkIndex) { self.volume = volume; self.chunk = chunk }
+    public var description: String { "\(ChunkKey.hex(volume))/\(chunk)" }
+    /// The 16-digit lowercase hexadecimal spelling of a volume ID used in file names.
+    static func hex(_ volume: VolumeID) -> String {
+        let digits = String(volume, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}
+
+/// One block handed to `putBlocks`: `data` is nil for holes.
+public typealias BlockCopy = (index: Int, entry: BlockEntry, data: [UInt8]?)
+
+/// The interface every backend (real disk, in-memory simulation, fault wrapper) implements.
+public protocol ChunkBackend: AnyObject, Sendable {
+    /// Bytes per chunk, a multiple of `blockSize`.
+    var chunkSize: Int { get }
+    /// Durable when it returns. `offset`/`data.count` may be unaligned: partial blocks are
+    /// merged with read-modify-write. Touched blocks get `version` (no max with the old one).
+    func write(_ key: ChunkKey, offset: Int, data: [UInt8], version: BlockVersion) async throws
+    /// Fully covered blocks become holes, partially covered bytes are zeroed. Durable when
+    /// it returns. Touched blocks get `version`.
+    func trim(_ key: ChunkKey, offset: Int, length: Int, version: BlockVersion) async throws
+    /// Exactly `length` bytes; holes, unwritten blocks and missing chunks read as zeroes.
+    /// Throws `CairnError.checksumMismatch(block:)` (index within the chunk) on a bad block.
+    func read(_ key: ChunkKey, offset: Int, length: Int) async throws -> [UInt8]
+    /// Block table entries [first, first+count); a missing chunk reads as holes at `.zero`.
+    func blockTable(_ key: ChunkKey, first: Int, count: Int) async throws -> [BlockEntry]
+    /// Repair copy: applies each block (data and entry as given) only where the stored
+    /// version is <= the given one, or the stored version's epoch is < `overwriteBelow`
+    /// (a rebuild at epoch E replaces anything that predates E, e.g. an unacknowledged
+    /// write). Data blocks must match `entry.crc` or the call throws `checksumMismatch`
+    /// before anything is applied. Durable when it returns. Returns the blocks applied.
+    func putBlocks(_ key: ChunkKey, blocks: [BlockCopy], overwriteBelow: Epoch) async throws -> Int
+    /// One full block and its stored entry, without verifying the CRC (the caller does).
+    /// Holes read as zeroes.
+    func readBlockRaw(_ key: ChunkKey, index: Int) async throws -> (BlockEntry, [UInt8])
+    func deleteChunk(_ key: ChunkKey) async throws
+    /// Deletes every chunk of the volume and its fencing epoch.
+    func deleteVolume(_ volume: VolumeID) async throws
+    /// The volume's fencing epoch (0 if never raised).
+    func epoch(of volume: VolumeID) -> Epoch
+    /// Stores max(current, epoch) durably and returns the stored epoch.
+    func raiseEpoch(of volume: VolumeID, to epoch: Epoch) throws -> Epoch
+    func inventory() -> [ChunkKey]
+    /// Capacity of the file system holding the data and bytes allocated by this store.
+    func usage() -> (capacityBytes: UInt64, usedBytes: UInt64)
+    func close() throws
+}
+
+extension ChunkBackend {
+    /// Repair copy with the plain version rule: stored version <= given version.
+    public func putBlocks(_ key: ChunkKey, blocks: [BlockCopy]) async throws -> Int {
+        try await putBlocks(key, blocks: blocks, overwriteBelow: 0)
+    }
+}

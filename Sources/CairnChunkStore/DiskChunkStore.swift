@@ -1,0 +1,417 @@
+// The chunk replicas of one data directory on a real disk.
+//
+// Layout: chunks/<volume hex 16>/<chunk index>.chunk (see ChunkFile.swift),
+// epochs/<volume hex 16> (see EpochStore.swift), journal (see Journal.swift).
+//
+// Threads: mutations are queued to one committer thread (group commit through the
+// journal, then apply, then the callers resume); reads, block tables and raw block reads
+// run on a concurrent dispatch queue under the chunk's shared lock. Nothing blocks the
+// Swift cooperative pool.
+import CairnCore
+import Foundation
+import Glibc
+
+public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
+    /// Mutations admitted to one committer round; later callers wait (suspended) for the next.
+    public static let mutationsQueuedMax = 4096
+    /// Largest journal batch written with one pwrite.
+    static let batchBytesMax = 32 << 20
+
+    public let chunkSize: Int
+    public let directory: String
+    let geometry: ChunkGeometry
+    let chunksRoot: String
+    let files: ChunkFileCache
+    let journal: Journal
+    let epochs: EpochStore
+    private let readQueue = DispatchQueue(label: "cairn.chunkstore.read", attributes: .concurrent)
+
+    /// Guards the fields below it.
+    private let state = NSCondition()
+    private var queued: [Mutation] = []
+    private var waiting: [Mutation] = []
+    private var stopping = false
+    private var closed = false
+    /// Set when the journal or a chunk file failed under the committer; the store must be
+    /// reopened (replay repairs what the page cache lost).
+    private var failure: CairnError?
+    private let committerDone = DispatchSemaphore(value: 0)
+
+    /// Committer-thread state: files and directories to sync at the next checkpoint.
+    private var dirtyChunks = Set<ChunkKey>()
+    private var dirtyDirectories = Set<String>()
+
+    public init(directory: String, chunkSize: Int = chunkSizeDefault, journalBytes: Int = 256 << 20) throws {
+        geometry = try ChunkGeometry(chunkSize: chunkSize)
+        self.chunkSize = chunkSize
+        self.directory = directory
+        chunksRoot = "\(directory)/chunks"
+        try Sys.mkdir(directory)
+        try Sys.mkdir(chunksRoot)
+        epochs = try EpochStore(directory: "\(directory)/epochs")
+        try Sys.fsyncDirectory(directory)
+        files = ChunkFileCache(root: chunksRoot, geometry: geometry)
+        journal = try Journal(path: "\(directory)/journal", capacity: journalBytes, chunkSize: chunkSize)
+        if try journal.openHeader() {
+            try journal.replay { record, payload in try apply(record, payload: payload, replaying: true) }
+            try checkpoint()
+        }
+        let thread = Thread { [self] in runCommitter() }
+        thread.name = "cairn-chunk-committer"
+        thread.start()
+    }
+
+    // MARK: Mutations
+
+    public func write(_ key: ChunkKey, offset: Int, data: [UInt8], version: BlockVersion) async throws {
+        try geometry.checkRange(offset: offset, length: data.count)
+        guard !data.isEmpty else { return }
+        _ = try await submit(Mutation(key: key, kind: .write(offset: offset, data: data), version: version))
+    }
+
+    public func trim(_ key: ChunkKey, offset: Int, length: Int, version: BlockVersion) async throws {
+        try geometry.checkRange(offset: offset, length: length)
+        guard length > 0 else { return }
+        _ = try await submit(Mutation(key: key, kind: .trim(offset: offset, length: length), version: version))
+    }
+
+    public func putBlocks(_ key: ChunkKey, blocks: [BlockCopy], overwriteBelow: Epoch) async throws -> Int {
+        try geometry.checkCopies(blocks)
+        guard !blocks.isEmpty else { return 0 }
+        return try await submit(Mutation(key: key, kind: .put(blocks, overwriteBelow: overwriteBelow), version: .zero))
+    }
+
+    public func deleteChunk(_ key: ChunkKey) async throws {
+        _ = try await submit(Mutation(key: key, kind: .deleteChunk, version: .zero))
+    }
+
+    public func deleteVolume(_ volume: VolumeID) async throws {
+        _ = try await submit(Mutation(key: ChunkKey(volume: volume, chunk: 0), kind: .deleteVolume, version: .zero))
+        try epochs.remove(volume)
+    }
+
+    private func submit(_ mutation: Mutation) async throws -> Int {
+        try await withCheckedThrowingContinuation { continuation in
+            mutation.continuation = continuation
+            state.lock()
+            defer { state.unlock() }
+            if let error = unusableError() {
+                continuation.resume(throwing: error)
+                return
+            }
+            // FIFO: once anyone waits, newcomers wait behind them.
+            if queued.count >= Self.mutationsQueuedMax || !waiting.isEmpty {
+                waiting.append(mutation)
+            } else {
+                queued.append(mutation)
+                state.signal()
+            }
+        }
+    }
+
+    /// Caller holds `state`.
+    private func unusableError() -> CairnError? {
+        if closed || stopping { return .unavailable("chunk store \(directory) is closed") }
+        return failure
+    }
+
+    // MARK: Reads
+
+    public func read(_ key: ChunkKey, offset: Int, length: Int) async throws -> [UInt8] {
+        try geometry.checkRange(offset: offset, length: length)
+        return try await onReadQueue(key) { file in
+            guard let file else { return [UInt8](repeating: 0, count: length) }
+            return try file.lock.withReadLock { try ChunkOps.read(file, offset: offset, length: length) }
+        }
+    }
+
+    public func blockTable(_ key: ChunkKey, first: Int, count: Int) async throws -> [BlockEntry] {
+        try geometry.checkBlocks(first: first, count: count)
+        return try await onReadQueue(key) { file in
+            guard let file else { return [BlockEntry](repeating: .hole, count: count) }
+            return try file.lock.withReadLock { try file.readEntries(first: first, count: count) }
+        }
+    }
+
+    public func readBlockRaw(_ key: ChunkKey, index: Int) async throws -> (BlockEntry, [UInt8]) {
+        try geometry.checkBlocks(first: index, count: 1)
+        return try await onReadQueue(key) { file in
+            guard let file else { return (.hole, [UInt8](repeating: 0, count: blockSize)) }
+            return try file.lock.withReadLock { try ChunkOps.readRaw(file, index: index) }
+        }
+    }
+
+    private func onReadQueue<T>(_ key: ChunkKey, _ body: @escaping (ChunkFile?) throws -> T) async throws -> T {
+        let isClosed = state.withLock { closed || stopping }
+        guard !isClosed else { throw CairnError.unavailable("chunk store \(directory) is closed") }
+        return try await withCheckedThrowingContinuation { continuation in
+            readQueue.async { [files] in
+                continuation.resume(with: Result { try files.withFile(key, create: false, body) })
+            }
+        }
+    }
+
+    // MARK: Epochs, inventory, usage, close
+
+    public func epoch(of volume: VolumeID) -> Epoch { epochs.epoch(of: volume) }
+
+    public func raiseEpoch(of volume: VolumeID, to epoch: Epoch) throws -> Epoch {
+        try epochs.raise(volume, to: epoch)
+    }
+
+    public func inventory() -> [ChunkKey] {
+        let fm = FileManager.default
+        var keys: [ChunkKey] = []
+        for name in (try? fm.contentsOfDirectory(atPath: chunksRoot)) ?? [] {
+            guard name.count == 16, let volume = UInt64(name, radix: 16) else { continue }
+            for file in (try? fm.contentsOfDirectory(atPath: "\(chunksRoot)/\(name)")) ?? [] {
+                guard file.hasSuffix(".chunk"), let chunk = UInt32(file.dropLast(6)) else { continue }
+                keys.append(ChunkKey(volume: volume, chunk: chunk))
+            }
+        }
+        return keys.sorted { ($0.volume, $0.chunk) < ($1.volume, $1.chunk) }
+    }
+
+    public func usage() -> (capacityBytes: UInt64, usedBytes: UInt64) {
+        let used = inventory().reduce(Sys.allocatedBytes(journal.path)) { $0 + Sys.allocatedBytes(files.path($1)) }
+        return (Sys.capacityBytes(directory), used)
+    }
+
+    /// Finishes queued mutations, checkpoints and releases the directory.
+    public func close() throws {
+        try shutDown(checkpoint: true)
+    }
+
+    /// Test hook: stops like a crash would — no checkpoint, applied data only in the page
+    /// cache — and releases the directory lock so the same process can reopen it.
+    func simulateCrash() {
+        try? shutDown(checkpoint: false)
+    }
+
+    private func shutDown(checkpoint wanted: Bool) throws {
+        let alreadyStopping: Bool = state.withLock {
+            defer { stopping = true; state.signal() }
+            return stopping
+        }
+        guard !alreadyStopping else { return }
+        committerDone.wait()
+        defer {
+            files.removeAll()
+            journal.close()
+            state.withLock { closed = true }
+        }
+        let failed = state.withLock { failure }
+        if wanted && failed == nil { try checkpoint() }
+    }
+
+    // MARK: Committer
+
+    private func runCommitter() {
+        while let round = nextRound() {
+            var batch = CommitBatch(journal.newBatch())
+            do {
+                for mutation in round { try add(mutation, to: &batch) }
+                try flush(&batch)
+                for mutation in round { mutation.continuation?.resume(returning: mutation.result) }
+            } catch {
+                let failure = (error as? CairnError) ?? .io("\(error)")
+                state.withLock { self.failure = failure }
+                for mutation in round { mutation.continuation?.resume(throwing: failure) }
+            }
+        }
+        committerDone.signal()
+    }
+
+    /// Waits for work; nil once stopping and drained. Admits waiting callers.
+    private func nextRound() -> [Mutation]? {
+        state.lock()
+        defer { state.unlock() }
+        while queued.isEmpty && waiting.isEmpty && !stopping { state.wait() }
+        if queued.isEmpty && waiting.isEmpty { return nil }
+        let admitted = min(waiting.count, Self.mutationsQueuedMax - min(queued.count, Self.mutationsQueuedMax))
+        queued.append(contentsOf: waiting.prefix(admitted))
+        waiting.removeFirst(admitted)
+        let round = queued
+        queued = []
+        if let error = failure {
+            for mutation in round { mutation.continuation?.resume(throwing: error) }
+            return []
+        }
+        return round
+    }
+
+    /// Encodes a mutation's records into the batch, flushing and checkpointing as needed.
+    private func add(_ mutation: Mutation, to batch: inout CommitBatch) throws {
+        switch mutation.kind {
+        case .write(let offset, let data):
+            let pieceMax = journal.recordPayloadMax
+            var position = offset
+            while position < offset + data.count {
+                let stop = min(offset + data.count, (position / pieceMax + 1) * pieceMax)
+                let record = JournalRecord(type: .write, key: mutation.key, offset: position, length: stop - position,
+                                           version: mutation.version, payloadLength: stop - position)
+                try append(record, .data(mutation, position - offset ..< stop - offset), to: &batch)
+                position = stop
+            }
+        case .trim(let offset, let length):
+            try append(JournalRecord(type: .trim, key: mutation.key, offset: offset, length: length,
+                                     version: mutation.version), .none, to: &batch)
+        case .put(let blocks, let overwriteBelow):
+            // The version rule is judged against applied state, so earlier records of the
+            // same chunk in this batch must be applied first.
+            if batch.touchesAll || batch.keys.contains(mutation.key) { try flush(&batch) }
+            let chosen = try selectCopies(mutation.key, blocks, overwriteBelow: overwriteBelow)
+            for position in chosen {
+                let copy = blocks[position]
+                let hasData = copy.entry.state == .data
+                let record = JournalRecord(type: .putBlock, key: mutation.key, offset: copy.index * blockSize,
+                                           length: blockSize, version: copy.entry.version, entryState: copy.entry.state,
+                                           entryCRC: copy.entry.crc, payloadLength: hasData ? blockSize : 0)
+                try append(record, hasData ? .block(mutation, position) : .none, to: &batch)
+            }
+            mutation.result = chosen.count
+        case .deleteChunk:
+            try append(JournalRecord(type: .deleteChunk, key: mutation.key), .none, to: &batch)
+        case .deleteVolume:
+            try append(JournalRecord(type: .deleteVolume, key: mutation.key), .none, to: &batch)
+            batch.touchesAll = true
+        }
+    }
+
+    private func selectCopies(_ key: ChunkKey, _ blocks: [BlockCopy], overwriteBelow: Epoch) throws -> [Int] {
+        let low = blocks.map(\.index).min()!
+        let high = blocks.map(\.index).max()!
+        let stored = try files.withFile(key, create: false) { file in
+            try file?.readEntries(first: low, count: high - low + 1)
+        }
+        return ChunkOps.selectCopies(blocks, overwriteBelow: overwriteBelow) { stored?[$0 - low].version ?? .zero }
+    }
+
+    private func append(_ record: JournalRecord, _ payload: PayloadSource, to batch: inout CommitBatch) throws {
+        let size = record.encodedBytes
+        if batch.records.bytes.count + size > min(journal.bytesFree, Self.batchBytesMax) { try flush(&batch) }
+        if size > journal.bytesFree {
+            try checkpoint()
+            batch = CommitBatch(journal.newBatch())
+        }
+        payload.withBytes { batch.records.append(record, payload: $0) }
+        batch.pending.append((record, payload))
+        batch.keys.insert(record.key)
+    }
+
+    /// Makes the batch durable, applies it, and checkpoints when the journal is half full.
+    private func flush(_ batch: inout CommitBatch) throws {
+        if !batch.records.isEmpty {
+            try journal.append(batch.records)
+            for (record, payload) in batch.pending {
+                try payload.withBytes { try apply(record, payload: $0, replaying: false) }
+            }
+        }
+        if journal.needsCheckpoint { try checkpoint() }
+        batch = CommitBatch(journal.newBatch())
+    }
+
+    /// Applies one durable record to the chunk files (page cache).
+    private func apply(_ record: JournalRecord, payload: UnsafeRawBufferPointer?, replaying: Bool) throws {
+        let key = record.key
+        switch record.type {
+        case .write, .trim, .putBlock:
+            try files.withFile(key, create: true, created: { dirtyDirectories.insert($0) }) { file in
+                let file = file!
+                try file.lock.withWriteLock {
+                    switch record.type {
+                    case .write:
+                        try ChunkOps.write(file, offset: record.offset, data: payload!, version: record.version,
+                                           verifyOld: !replaying)
+                    case .trim:
+                        try ChunkOps.trim(file, offset: record.offset, length: record.length, version: record.version,
+                                          verifyOld: !replaying)
+                    default:
+                        let entry = BlockEntry(state: record.entryState, crc: record.entryCRC, version: record.version)
+                        try ChunkOps.put(file, index: record.offset / blockSize, entry: entry,
+                                         data: record.entryState == .data ? payload : nil)
+                    }
+                }
+            }
+            dirtyChunks.insert(key)
+        case .deleteChunk:
+            try files.removeFile(key)
+            dirtyChunks.remove(key)
+            dirtyDirectories.insert(files.volumeDirectory(key.volume))
+        case .deleteVolume:
+            try files.removeVolume(key.volume)
+            dirtyChunks = dirtyChunks.filter { $0.volume != key.volume }
+            dirtyDirectories.remove(files.volumeDirectory(key.volume))
+            dirtyDirectories.insert(chunksRoot)
+        }
+    }
+
+    /// Syncs everything the current generation's records touched, then starts a new one.
+    /// Linux fsync flushes the file's dirty pages whichever descriptor wrote them, so files
+    /// evicted from the cache since are simply reopened.
+    private func checkpoint() throws {
+        for key in dirtyChunks {
+            try files.withFile(key, create: false) { file in
+                if let file { try Sys.fdatasync(file.fd, file.path) }
+            }
+        }
+        for path in dirtyDirectories { try Sys.fsyncDirectory(path) }
+        try journal.startNextGeneration()
+        dirtyChunks.removeAll()
+        dirtyDirectories.removeAll()
+    }
+}
+
+/// A queued mutation and the caller waiting for it.
+final class Mutation: @unchecked Sendable {
+    enum Kind {
+        case write(offset: Int, data: [UInt8])
+        case trim(offset: Int, length: Int)
+        case put([BlockCopy], overwriteBelow: Epoch)
+        case deleteChunk
+        case deleteVolume
+    }
+    let key: ChunkKey
+    let kind: Kind
+    let version: BlockVersion
+    /// Set by the committer: blocks applied by a putBlocks.
+    var result = 0
+    var continuation: CheckedContinuation<Int, Error>?
+
+    init(key: ChunkKey, kind: Kind, version: BlockVersion) {
+        self.key = key; self.kind = kind; self.version = version
+    }
+}
+
+/// Where a record's payload lives: in the mutation, so it is never copied but into the
+/// journal buffer.
+enum PayloadSource {
+    case none
+    case data(Mutation, Range<Int>)
+    case block(Mutation, Int)
+
+    func withBytes<T>(_ body: (UnsafeRawBufferPointer?) throws -> T) rethrows -> T {
+        switch self {
+        case .none:
+            return try body(nil)
+        case .data(let mutation, let range):
+            guard case .write(_, let data) = mutation.kind else { preconditionFailure("write payload without write") }
+            return try data.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        case .block(let mutation, let position):
+            guard case .put(let blocks, _) = mutation.kind, let data = blocks[position].data else {
+                preconditionFailure("block payload without block data")
+            }
+            return try data.withUnsafeBytes { try body($0) }
+        }
+    }
+}
+
+/// Records of one group commit and what to apply once they are durable.
+struct CommitBatch {
+    var records: JournalBatch
+    var pending: [(JournalRecord, PayloadSource)] = []
+    var keys = Set<ChunkKey>()
+    /// A volume delete is in the batch: every later repair copy must see it applied.
+    var touchesAll = false
+    init(_ records: JournalBatch) { self.records = records }
+}

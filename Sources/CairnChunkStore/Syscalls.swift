@@ -1,0 +1,127 @@
+// The one place that calls the C library for file I/O. Every failure becomes a
+// `CairnError.io` (or `.noSpace`) naming the call, the path and errno's text.
+import CairnCore
+import Glibc
+
+enum Sys {
+    static func error(_ call: String, _ path: String, _ code: Int32 = errno) -> CairnError {
+        let text = String(cString: strerror(code))
+        if code == ENOSPC || code == EDQUOT { return .noSpace("\(call) \(path): \(text)") }
+        return .io("\(call) \(path): \(text)")
+    }
+
+    /// open(2); returns nil for ENOENT when `missingOK`.
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644, missingOK: Bool = false) throws -> Int32? {
+        while true {
+            let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+            if fd >= 0 { return fd }
+            if errno == EINTR { continue }
+            if missingOK && errno == ENOENT { return nil }
+            throw error("open", path)
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset`; bytes past the end of file read as zero.
+    static func preadFull(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ offset: Int, _ path: String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw error("pread", path)
+            }
+            if n == 0 {
+                memset(buffer.baseAddress! + done, 0, buffer.count - done)
+                return
+            }
+            done += n
+        }
+    }
+
+    static func pwriteFull(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, _ offset: Int, _ path: String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw error("pwrite", path)
+            }
+            done += n
+        }
+    }
+
+    static func fdatasync(_ fd: Int32, _ path: String) throws {
+        guard Glibc.fdatasync(fd) == 0 else { throw error("fdatasync", path) }
+    }
+
+    static func fsync(_ fd: Int32, _ path: String) throws {
+        guard Glibc.fsync(fd) == 0 else { throw error("fsync", path) }
+    }
+
+    /// fsync of a directory, so entries created, renamed or removed in it are durable.
+    static func fsyncDirectory(_ path: String) throws {
+        guard let fd = try open(path, O_RDONLY | O_DIRECTORY, missingOK: true) else { return }
+        defer { Glibc.close(fd) }
+        try fsync(fd, path)
+    }
+
+    /// Frees the space of [offset, offset+length) keeping the file size; it reads as zeroes.
+    static func punchHole(_ fd: Int32, _ offset: Int, _ length: Int, _ path: String) throws {
+        let punchHoleKeepSize: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+        guard fallocate(fd, punchHoleKeepSize, off_t(offset), off_t(length)) == 0 else {
+            throw error("fallocate(punch hole)", path)
+        }
+    }
+
+    static func ftruncate(_ fd: Int32, _ size: Int, _ path: String) throws {
+        guard Glibc.ftruncate(fd, off_t(size)) == 0 else { throw error("ftruncate", path) }
+    }
+
+    static func mkdir(_ path: String) throws {
+        guard Glibc.mkdir(path, 0o755) == 0 || errno == EEXIST else { throw error("mkdir", path) }
+    }
+
+    /// Allocated bytes of a file (st_blocks × 512), 0 if it is gone.
+    static func allocatedBytes(_ path: String) -> UInt64 {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return 0 }
+        return UInt64(st.st_blocks) * 512
+    }
+
+    static func capacityBytes(_ path: String) -> UInt64 {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return 0 }
+        return UInt64(st.f_blocks) * UInt64(st.f_frsize)
+    }
+}
+
+/// fallocate(2) is declared only under _GNU_SOURCE, which the Glibc module does not set;
+/// it is looked up once in the C library instead.
+private let fallocate: @convention(c) (Int32, Int32, off_t, off_t) -> Int32 = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fallocate") else {
+        preconditionFailure("the C library has no fallocate")
+    }
+    return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32).self)
+}()
+
+/// A pthread reader/writer lock. Readers of a chunk share it; the committer applying a
+/// mutation to that chunk holds it exclusively, so a read never sees a block's data and
+/// its table entry from different writes.
+final class ReadWriteLock: @unchecked Sendable {
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+    init() { precondition(pthread_rwlock_init(lock, nil) == 0) }
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+    func withReadLock<T>(_ body: () throws -> T) rethrows -> T {
+        precondition(pthread_rwlock_rdlock(lock) == 0)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+    func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
+        precondition(pthread_rwlock_wrlock(lock) == 0)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}

@@ -1,0 +1,8 @@
+import CairnCLI
+
+@main
+struct CairnMain {
+    static func main() async {
+        await CairnCommand.main()
+    }
+}

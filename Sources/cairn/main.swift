@@ -1,3 +1,0 @@
-import CairnCLI
-
-CairnCommand.main()
