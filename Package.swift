@@ -91,14 +91,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: swiftSettings),
-        .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "CairnWireTests", dependencies: ["CairnWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore", "CCairnShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnWireTests", dependencies: ["CairnWire", "CairnCore", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(name: "CairnMetaTests", dependencies: ["CairnMeta"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "CairnManagerTests", dependencies: ["CairnManager", "CairnMeta"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnManagerTests",
+            dependencies: ["CairnManager", "CairnMeta", "CairnCore", "CairnWire", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(
             name: "CairnSimulationTests",
-            dependencies: ["CairnCore", "CairnManager", "CairnMeta", "CairnChunkStore", "CairnClient"],
+            dependencies: [
+                "CairnCore", "CairnManager", "CairnMeta", "CairnChunkStore", "CairnClient", "CairnStorage", "CairnWire",
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
     ]
 )

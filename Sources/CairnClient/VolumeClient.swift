@@ -361,21 +361,13 @@ public final class VolumeClient: @unchecked Sendable {
             }
         }
         for p in try pieces(offset: offset, length: length) {
-            let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[p.chunk], $0.addresses) }
-            guard let chunk else { add(Extent(offset: p.volumeOffset, length: UInt64(p.length), hole: true)); continue }
             let first = p.offsetInChunk / UInt32(blockSize)
             let last = (p.offsetInChunk + UInt32(p.length) - 1) / UInt32(blockSize)
-            let address = ChunkAddress(volume: v.id, chunk: p.chunk, epoch: v.epoch)
-            var entries: [BlockEntry]?
-            for node in readOrder(chunk) {
-                guard let addr = addresses[node] else { continue }
-                if let payload = try? await transport.send(addr, .blockTable(address, first: first, count: last - first + 1),
-                                                           timeout: options.requestTimeout) {
-                    entries = try DataResponse.decodeEntries(payload)
-                    break
-                }
+            let found = try await firstAnswer(p.chunk) { address in
+                .blockTable(address, first: first, count: last - first + 1)
             }
-            guard let entries else { throw CairnError.io("no replica of chunk \(p.chunk) of '\(name)' answered") }
+            guard let payload = found else { add(Extent(offset: p.volumeOffset, length: UInt64(p.length), hole: true)); continue }
+            let entries = try DataResponse.decodeEntries(payload)
             let chunkBase = p.volumeOffset - UInt64(p.offsetInChunk)
             for (i, e) in entries.enumerated() {
                 let blockStart = chunkBase + UInt64(first + UInt32(i)) * UInt64(blockSize)
@@ -385,6 +377,30 @@ public final class VolumeClient: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// Sends a read-only request to the chunk's healthy replicas in read order until one
+    /// answers, following epoch changes. Nil when the chunk is not allocated.
+    func firstAnswer(_ index: ChunkIndex, _ make: (ChunkAddress) -> DataRequest) async throws -> ByteBuffer? {
+        var lastError: Error = CairnError.io("no replica of chunk \(index) of '\(name)' answered")
+        for _ in 0..<options.attemptsMax {
+            let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
+            guard let chunk else { return nil }
+            let request = make(ChunkAddress(volume: v.id, chunk: index, epoch: v.epoch))
+            for node in readOrder(chunk) {
+                guard let addr = addresses[node] else { continue }
+                do {
+                    return try await transport.send(addr, request, timeout: options.requestTimeout)
+                } catch CairnError.staleEpoch(let current) {
+                    lastError = CairnError.staleEpoch(current: current)
+                    break
+                } catch {
+                    lastError = error
+                }
+            }
+            try await refresh()
+        }
+        throw CairnError.io("'\(name)' chunk \(index): \(lastError)")
     }
 
     // MARK: - Reconciliation after attach

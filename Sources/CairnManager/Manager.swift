@@ -68,6 +68,9 @@ public final class Manager: @unchecked Sendable {
     let progress = Locked<[ChunkRef: RebuildProgress]>([:])
     /// Chunks whose last rebuild failed, with when to try again.
     let rebuildBackoff = Locked<[ChunkRef: Double]>([:])
+    /// Nodes a writer or a rebuild could not reach, with when: no new replicas go there
+    /// until the node heartbeats again after that moment.
+    let suspects = Locked<[NodeID: Double]>([:])
 
     public init(store: MetaStore, config: ManagerConfig, time: TimeSource = SystemTime(),
                 nodes: NodeCommander, logger: Logger) {
@@ -258,7 +261,8 @@ public final class Manager: @unchecked Sendable {
             }
             let key = Keys.chunk(v.id, index)
             if try await store.get(key) != nil { return try await map(name) }
-            let placed = Placement.choose(count: v.replicas, existing: [], nodes: try await listNodes())
+            let placed = Placement.choose(count: v.replicas, existing: [], nodes: try await listNodes(),
+                                          exclude: suspectNodes())
             guard placed.count >= v.replicasMin else {
                 throw CairnError.insufficientNodes(
                     "cannot place a chunk of '\(name)': \(v.replicasMin) replicas needed, \(placed.count) storage nodes up")
@@ -288,6 +292,7 @@ public final class Manager: @unchecked Sendable {
                 throw CairnError.insufficientNodes(
                     "chunk \(index) of '\(name)' would keep \(healthy) healthy replicas, below the minimum of \(v.replicasMin)")
             }
+            suspect(report.node)
             chunk.replicas = remaining
             chunk.stale.removeAll { $0.node == report.node }
             chunk.stale.append(StaleReplica(node: report.node, leftAtEpoch: v.epoch))
@@ -308,6 +313,9 @@ public final class Manager: @unchecked Sendable {
 
     // MARK: - Nodes
 
+    func suspect(_ node: NodeID) { suspects.withLock { $0[node] = time.now() } }
+    func suspectNodes() -> Set<NodeID> { Set(suspects.snapshot.keys) }
+
     public func heartbeat(_ hb: HeartbeatRequest) async throws -> HeartbeatReply {
         guard !hb.id.isEmpty, hb.id.count <= 128 else { throw CairnError.invalidArgument("node id must be 1 to 128 characters") }
         _ = try parseHostPortLoose(hb.address)
@@ -322,6 +330,9 @@ public final class Manager: @unchecked Sendable {
             n.downSince = nil
             n.capacityBytes = hb.capacityBytes; n.usedBytes = hb.usedBytes; n.lastHeartbeat = now
             return n
+        }
+        suspects.withLock { s in
+            if let since = s[hb.id], now > since + 1 { s[hb.id] = nil }
         }
         progress.withLock { p in
             for r in hb.rebuilds { p[ChunkRef(volume: r.volume, chunk: r.chunk)] = r }

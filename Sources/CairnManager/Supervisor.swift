@@ -87,13 +87,16 @@ extension Manager {
         let inSet = Set(chunk.replicas.map(\.node))
         var target: NodeID?
         var since: Epoch = 0
-        if let s = chunk.stale.first(where: { nodes[$0.node]?.state == .up && !inSet.contains($0.node) && underLimit($0.node) }) {
+        let suspected = suspectNodes()
+        if let s = chunk.stale.first(where: {
+            nodes[$0.node]?.state == .up && !inSet.contains($0.node) && underLimit($0.node) && !suspected.contains($0.node)
+        }) {
             target = s.node
             since = s.leftAtEpoch
         } else {
             let busy = Set(nodes.keys.filter { !underLimit($0) })
             target = Placement.choose(count: 1, existing: Array(inSet), nodes: Array(nodes.values),
-                                      exclude: busy.union(chunk.stale.map(\.node))).first
+                                      exclude: busy.union(chunk.stale.map(\.node)).union(suspected)).first
         }
         guard let target else { return }
         let resync = since
@@ -153,6 +156,7 @@ extension Manager {
                 logger.warning("rebuild failed", metadata: [
                     "volume": "\(name)", "chunk": "\(ref.chunk)", "target": "\(target)", "error": "\(error)"])
                 rebuildBackoff.withLock { $0[ref] = time.now() + 2 }
+                if case CairnError.unavailable = error { suspect(target) }
                 if case CairnError.staleEpoch = error {
                     return  // The set changed meanwhile; the next pass looks again.
                 }
