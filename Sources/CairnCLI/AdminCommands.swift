@@ -100,7 +100,7 @@ struct NodeCommand: AsyncParsableCommand {
 struct VolumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "volume", abstract: "Volumes.",
-        subcommands: [Create.self, List.self, Get.self, Delete.self, Resize.self, Import.self, Export.self])
+        subcommands: [Create.self, List.self, Get.self, Delete.self, Resize.self, Import.self, Export.self, Verify.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a volume.")

@@ -171,3 +171,31 @@ extension VolumeCommand {
         }
     }
 }
+
+extension VolumeCommand {
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check that every chunk's replicas agree (and, with --deep, that every block matches its checksum).")
+        @Argument var name: String
+        @Flag(help: "Read every replica in full so each node checks every block's checksum.") var deep = false
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            try await runReporting {
+                let (vc, pool) = try await openVolume(name, client: client, readOnly: true)
+                defer { pool.closeAll() }
+                let checks = try await vc.verifyReplicas(deep: deep)
+                if client.output == .json { try printJSON(checks) } else {
+                    printTable(["CHUNK", "REPLICAS", "DIFFERING BLOCKS", "UNREACHABLE", "CORRUPT"], checks.map { c in
+                        ["\(c.chunk)", c.replicas.joined(separator: ","), "\(c.differingBlocks)",
+                         c.unreachable.isEmpty ? "-" : c.unreachable.joined(separator: ","),
+                         c.corrupt.isEmpty ? "-" : c.corrupt.map { "\($0.key)@block\($0.value)" }.sorted().joined(separator: ",")]
+                    })
+                }
+                let bad = checks.filter { !$0.ok }.count
+                guard bad == 0 else { throw CairnError.io("\(bad) of \(checks.count) chunks of '\(name)' have replicas that disagree or fail") }
+                if client.output == .table { print("all \(checks.count) allocated chunks of \(name) agree across replicas") }
+            }
+        }
+    }
+}

@@ -50,7 +50,7 @@ public final class VolumeClient: @unchecked Sendable {
     let transport: ReplicaTransport
     let options: VolumeClientOptions
     let logger: Logger
-    private let state: Locked<State>
+    let state: Locked<State>
 
     struct State {
         var map: VolumeMap
