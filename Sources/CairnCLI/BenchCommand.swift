@@ -9,7 +9,6 @@
 import ArgumentParser
 import CairnClient
 import CairnCore
-import CairnWire
 import Foundation
 import NIOCore
 
@@ -24,8 +23,9 @@ enum BenchPattern: String, CaseIterable {
 struct BenchPlan {
     /// More in flight than this measures the client's queueing, not the storage.
     static let queueDepthMax = 256
-    /// Larger requests are split by the client anyway; this keeps one request one wire frame.
-    static let blockSizeMax = WireLimits.ioLengthMax
+    /// The data wire's largest I/O (`WireLimits.ioLengthMax`, a module the CLI does not
+    /// depend on): one benchmark request stays one request per replica.
+    static let blockSizeMax = 16 << 20
     /// A longer run is a soak test, not a benchmark.
     static let durationMax: Duration = .seconds(3600)
 

@@ -29,8 +29,9 @@ public struct VolumeClientOptions: Sendable {
     /// Node whose replicas reads prefer (the storage node on this host).
     public var localNode: NodeID?
     public var requestTimeout: TimeAmount = .seconds(10)
-    /// Attempts of one request across map changes and replica failures.
-    public var attemptsMax = 12
+    /// Attempts of one request across map changes and replica failures. Epoch changes are
+    /// cheap to follow (a map re-read) and come in bursts while rebuilds are planned.
+    public var attemptsMax = 64
     public init(clientID: String, readOnly: Bool = false, force: Bool = false, localNode: NodeID? = nil) {
         self.clientID = clientID; self.readOnly = readOnly; self.force = force; self.localNode = localNode
     }
@@ -194,7 +195,13 @@ public final class VolumeClient: @unchecked Sendable {
         for _ in 0..<options.attemptsMax {
             let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
             guard let chunk else {
-                install(try await control.allocateChunk(name, index: index, AllocateChunkRequest(client: options.clientID, epoch: v.epoch)))
+                do {
+                    install(try await control.allocateChunk(
+                        name, index: index, AllocateChunkRequest(client: options.clientID, epoch: v.epoch)))
+                } catch CairnError.staleEpoch(let current) {
+                    lastError = CairnError.staleEpoch(current: current)
+                    try await refresh()
+                }
                 continue
             }
             let address = ChunkAddress(volume: v.id, chunk: index, epoch: v.epoch)

@@ -1,0 +1,75 @@
+# Shared helpers of the system tests: a real cluster of real processes on loopback,
+# cleaned up on exit whatever happens. Source it; then call start_cluster.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CAIRN=${CAIRN:-$ROOT/.build/debug/cairn}
+T=$(mktemp -d /tmp/cairn-systest.XXXXXX)
+export CAIRN_CONFIG=$T/config
+unset CAIRN_MANAGER CAIRN_SECRET CAIRN_LOCAL_NODE
+LOCAL_UP_PID=""
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    stop_cluster || true
+    if [ $rc -ne 0 ] && [ -d "$T/data/logs" ]; then
+        for f in "$T"/data/logs/*.log; do echo "---- tail of $f"; tail -n 30 "$f"; done
+    fi
+    rm -rf "$T"
+    exit $rc
+}
+trap cleanup EXIT
+
+# A port range of our own, picked from the test's pid so parallel runs do not meet.
+BASE_PORT=$(( 20000 + ($$ % 400) * 20 ))
+MANAGER_PORT=$BASE_PORT
+STORAGE_PORT=$(( BASE_PORT + 1 ))
+
+start_cluster() {  # start_cluster NODES [extra local-up flags...]
+    local nodes=$1; shift
+    "$CAIRN" local up --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
+        --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
+    LOCAL_UP_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q "Press Ctrl-C" "$T/local-up.log" 2>/dev/null && { log "cluster up ($nodes nodes)"; return 0; }
+        kill -0 "$LOCAL_UP_PID" 2>/dev/null || { cat "$T/local-up.log"; fail "cairn local up exited"; }
+        sleep 0.1
+    done
+    cat "$T/local-up.log"; fail "cluster did not come up"
+}
+
+stop_cluster() {
+    [ -n "$LOCAL_UP_PID" ] || return 0
+    kill -INT "$LOCAL_UP_PID" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$LOCAL_UP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$LOCAL_UP_PID" 2>/dev/null || true
+    # Children whose parent died with SIGKILL: end them by their pid files.
+    for f in "$T"/data/run/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done
+    LOCAL_UP_PID=""
+}
+
+node_pid() { cat "$T/data/run/$1.pid"; }
+secret() { tr -d '\n' < "$T/data/secret"; }
+manager_url() { echo "http://127.0.0.1:$MANAGER_PORT"; }
+api() { curl -sS -H "Authorization: Bearer $(secret)" "$(manager_url)$1"; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls until the command succeeds.
+wait_for() {
+    local what=$1 seconds=$2; shift 2
+    for _ in $(seq 1 $(( seconds * 5 ))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    fail "timed out after ${seconds}s waiting for $what"
+}
+
+expect_fail() {  # expect_fail "message fragment" command...
+    local want=$1; shift
+    local out
+    if out=$("$@" 2>&1); then fail "expected failure of: $* (got: $out)"; fi
+    echo "$out" | grep -q -- "$want" || fail "error of '$*' lacks '$want': $out"
+    [ "$(echo "$out" | wc -l)" -le 2 ] || fail "error of '$*' is not one clear line: $out"
+}
