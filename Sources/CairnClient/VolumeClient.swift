@@ -58,6 +58,9 @@ public final class VolumeClient: @unchecked Sendable {
         var chunks: [ChunkIndex: ChunkRecord]
         var addresses: [NodeID: String]
         var seq: UInt64 = 0
+        /// Chunks where a failed mutation may have reached only some replicas; reconciled
+        /// before the next mutation of the chunk and on close.
+        var dirty: Set<ChunkIndex> = []
     }
 
     public var volume: VolumeRecord { state.withLock { $0.map.volume } }
@@ -91,14 +94,20 @@ public final class VolumeClient: @unchecked Sendable {
 
     /// Detaches a writer. The client must not be used afterwards.
     public func close() async {
-        if !options.readOnly { try? await control.detach(name, client: options.clientID) }
+        guard !options.readOnly else { return }
+        for index in state.withLock({ $0.dirty }).sorted() {
+            if await reconcileChunk(index) { _ = state.withLock { $0.dirty.remove(index) } }
+        }
+        try? await control.detach(name, client: options.clientID)
     }
 
     func install(_ map: VolumeMap) {
         state.withLock { s in
             // Never go back to an older map (answers can cross).
             guard map.volume.epoch >= s.map.volume.epoch else { return }
+            let dirty = s.dirty
             s = Self.makeState(map, seq: s.seq)
+            s.dirty = dirty
         }
     }
 
@@ -191,6 +200,18 @@ public final class VolumeClient: @unchecked Sendable {
     /// Sends a mutation of one chunk to every replica of its set, following map changes and
     /// reporting unreachable replicas, until all replicas of a set acknowledged it.
     func mutate(_ index: ChunkIndex, _ make: @escaping @Sendable (ChunkAddress, UInt64) -> DataRequest) async throws {
+        if state.withLock({ $0.dirty.contains(index) }), await reconcileChunk(index) {
+            _ = state.withLock { $0.dirty.remove(index) }
+        }
+        do {
+            try await mutateOnce(index, make)
+        } catch {
+            _ = state.withLock { $0.dirty.insert(index) }
+            throw error
+        }
+    }
+
+    func mutateOnce(_ index: ChunkIndex, _ make: @escaping @Sendable (ChunkAddress, UInt64) -> DataRequest) async throws {
         var lastError: Error = CairnError.io("write to chunk \(index) of '\(name)' failed")
         for _ in 0..<options.attemptsMax {
             let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
@@ -417,36 +438,45 @@ public final class VolumeClient: @unchecked Sendable {
     /// copied to the others. Blocks left different by writes that were in flight when the
     /// previous writer stopped are exactly these.
     func reconcile() async throws {
-        let (v, chunks, addresses) = state.withLock { ($0.map.volume, Array($0.chunks.values), $0.addresses) }
-        for chunk in chunks.sorted(by: { $0.index < $1.index }) {
-            let nodes = chunk.replicas.filter { $0.state == .healthy }.map(\.node)
-            guard nodes.count > 1 else { continue }
-            let address = ChunkAddress(volume: v.id, chunk: chunk.index, epoch: v.epoch)
-            let count = UInt32(v.chunkSizeBytes / UInt64(blockSize))
-            var tables: [(NodeID, String, [BlockEntry])] = []
-            for node in nodes {
-                guard let addr = addresses[node],
-                      let payload = try? await transport.send(addr, .blockTable(address, first: 0, count: count), timeout: options.requestTimeout),
-                      let entries = try? DataResponse.decodeEntries(payload) else { continue }
-                tables.append((node, addr, entries))
-            }
-            guard tables.count > 1 else { continue }
-            var fixes = 0
-            for i in 0..<Int(count) {
-                let entries = tables.map { $0.2[i] }
-                guard entries.contains(where: { $0 != entries[0] }) else { continue }
-                let winner = tables.indices.max { tables[$0].2[i].version < tables[$1].2[i].version }!
-                guard let raw = try? await transport.send(tables[winner].1, .readBlocksRaw(address, first: UInt32(i), count: 1),
-                                                          timeout: options.requestTimeout),
-                      let blocks = try? DataResponse.decodeRawBlocks(raw) else { continue }
-                for (j, t) in tables.enumerated() where j != winner && t.2[i] != tables[winner].2[i] {
-                    _ = try? await transport.send(t.1, .putBlocks(address, blocks), timeout: options.requestTimeout)
-                    fixes += 1
+        let chunks = state.withLock { Array($0.chunks.keys) }
+        for index in chunks.sorted() { _ = await reconcileChunk(index) }
+    }
+
+    /// Reconciles one chunk; true when every healthy replica answered and now agrees.
+    @discardableResult
+    func reconcileChunk(_ index: ChunkIndex) async -> Bool {
+        let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
+        guard let chunk else { return true }
+        let nodes = chunk.replicas.filter { $0.state == .healthy }.map(\.node)
+        let address = ChunkAddress(volume: v.id, chunk: chunk.index, epoch: v.epoch)
+        let count = UInt32(v.chunkSizeBytes / UInt64(blockSize))
+        var tables: [(NodeID, String, [BlockEntry])] = []
+        for node in nodes {
+            guard let addr = addresses[node],
+                  let payload = try? await transport.send(addr, .blockTable(address, first: 0, count: count), timeout: options.requestTimeout),
+                  let entries = try? DataResponse.decodeEntries(payload) else { continue }
+            tables.append((node, addr, entries))
+        }
+        var complete = tables.count == nodes.count
+        guard tables.count > 1 else { return complete }
+        var fixes = 0
+        for i in 0..<Int(count) {
+            let entries = tables.map { $0.2[i] }
+            guard entries.contains(where: { $0 != entries[0] }) else { continue }
+            let winner = tables.indices.max { tables[$0].2[i].version < tables[$1].2[i].version }!
+            guard let raw = try? await transport.send(tables[winner].1, .readBlocksRaw(address, first: UInt32(i), count: 1),
+                                                      timeout: options.requestTimeout),
+                  let blocks = try? DataResponse.decodeRawBlocks(raw) else { complete = false; continue }
+            for (j, t) in tables.enumerated() where j != winner && t.2[i] != tables[winner].2[i] {
+                if (try? await transport.send(t.1, .putBlocks(address, blocks), timeout: options.requestTimeout)) == nil {
+                    complete = false
                 }
-            }
-            if fixes > 0 {
-                logger.notice("reconciled replicas", metadata: ["volume": "\(name)", "chunk": "\(chunk.index)", "blocks": "\(fixes)"])
+                fixes += 1
             }
         }
+        if fixes > 0 {
+            logger.notice("reconciled replicas", metadata: ["volume": "\(name)", "chunk": "\(chunk.index)", "blocks": "\(fixes)"])
+        }
+        return complete
     }
 }

@@ -293,9 +293,13 @@ public final class Manager: @unchecked Sendable {
                     "chunk \(index) of '\(name)' would keep \(healthy) healthy replicas, below the minimum of \(v.replicasMin)")
             }
             suspect(report.node)
-            chunk.replicas = remaining
             chunk.stale.removeAll { $0.node == report.node }
-            chunk.stale.append(StaleReplica(node: report.node, leftAtEpoch: v.epoch))
+            // A replica still being filled holds only what it copied so far: a later
+            // resync must start where its copy started (0: a full copy), not at this epoch.
+            let leaving = chunk.replicas.first { $0.node == report.node }!
+            let resyncFrom = leaving.state == .healthy ? v.epoch : leaving.sinceEpoch
+            chunk.stale.append(StaleReplica(node: report.node, leftAtEpoch: resyncFrom))
+            chunk.replicas = remaining
             v.epoch += 1
             let r = try await store.txn(
                 compare: [.modRevision(key: Keys.volume(name), equals: vrev), .modRevision(key: key, equals: crev)],
