@@ -95,6 +95,7 @@ public final class VolumeClient: @unchecked Sendable {
     /// Detaches a writer. The client must not be used afterwards.
     public func close() async {
         guard !options.readOnly else { return }
+        try? await refresh()
         for index in state.withLock({ $0.dirty }).sorted() {
             if await reconcileChunk(index) { _ = state.withLock { $0.dirty.remove(index) } }
         }
@@ -439,7 +440,11 @@ public final class VolumeClient: @unchecked Sendable {
     /// previous writer stopped are exactly these.
     func reconcile() async throws {
         let chunks = state.withLock { Array($0.chunks.keys) }
-        for index in chunks.sorted() { _ = await reconcileChunk(index) }
+        // A chunk with an unreachable replica stays marked: it is reconciled again before
+        // its next mutation and on close, once the replica may be back.
+        for index in chunks.sorted() where !(await reconcileChunk(index)) {
+            _ = state.withLock { $0.dirty.insert(index) }
+        }
     }
 
     /// Reconciles one chunk; true when every healthy replica answered and now agrees.
@@ -447,7 +452,10 @@ public final class VolumeClient: @unchecked Sendable {
     func reconcileChunk(_ index: ChunkIndex) async -> Bool {
         let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
         guard let chunk else { return true }
-        let nodes = chunk.replicas.filter { $0.state == .healthy }.map(\.node)
+        // Rebuilding replicas take the winners too: a block put on their source after
+        // their copy read it would otherwise never reach them.
+        let nodes = chunk.replicas.map(\.node)
+        let healthy = Set(chunk.replicas.filter { $0.state == .healthy }.map(\.node))
         let address = ChunkAddress(volume: v.id, chunk: chunk.index, epoch: v.epoch)
         let count = UInt32(v.chunkSizeBytes / UInt64(blockSize))
         var tables: [(NodeID, String, [BlockEntry])] = []
@@ -463,7 +471,11 @@ public final class VolumeClient: @unchecked Sendable {
         for i in 0..<Int(count) {
             let entries = tables.map { $0.2[i] }
             guard entries.contains(where: { $0 != entries[0] }) else { continue }
-            let winner = tables.indices.max { tables[$0].2[i].version < tables[$1].2[i].version }!
+            let sources = tables.indices.filter { healthy.contains(tables[$0].0) }
+            guard let winner = sources.max(by: { tables[$0].2[i].version < tables[$1].2[i].version }) else {
+                complete = false
+                continue
+            }
             guard let raw = try? await transport.send(tables[winner].1, .readBlocksRaw(address, first: UInt32(i), count: 1),
                                                       timeout: options.requestTimeout),
                   let blocks = try? DataResponse.decodeRawBlocks(raw) else { complete = false; continue }

@@ -6,7 +6,8 @@ public enum BlockState: UInt8, Sendable {
 }
 
 /// Per-block metadata stored next to the data on a replica and sent on the wire: 24 bytes,
-/// little endian: state u8, 3 bytes padding, crc u32, epoch u64, seq u64.
+/// state u8, 3 bytes padding, crc u32, epoch u64, seq u64 (little endian on disk, big
+/// endian on the wire like every integer there).
 public struct BlockEntry: Equatable, Sendable {
     public var state: BlockState
     public var crc: UInt32

@@ -15,21 +15,25 @@ public enum CairnError: Error, Equatable, Sendable, CustomStringConvertible {
     case protocolError(String)
     case internalError(String)
 
-    public var description: String {
+    /// The message without the prefix `description` adds; what crosses the API.
+    public var message: String {
         switch self {
-        case .invalidArgument(let m): return m
-        case .notFound(let m): return m
-        case .alreadyExists(let m): return m
+        case .invalidArgument(let m), .notFound(let m), .alreadyExists(let m), .io(let m), .noSpace(let m),
+             .unavailable(let m), .unauthenticated(let m), .conflict(let m), .insufficientNodes(let m),
+             .protocolError(let m), .internalError(let m):
+            return m
         case .staleEpoch(let e): return "stale epoch: the volume's current epoch is \(e)"
         case .checksumMismatch(let b): return "checksum mismatch in block \(b)"
-        case .io(let m): return "I/O error: \(m)"
-        case .noSpace(let m): return "no space: \(m)"
-        case .unavailable(let m): return m
-        case .unauthenticated(let m): return m
-        case .conflict(let m): return m
-        case .insufficientNodes(let m): return m
-        case .protocolError(let m): return "protocol error: \(m)"
-        case .internalError(let m): return "internal error: \(m)"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .io: return "I/O error: \(message)"
+        case .noSpace: return "no space: \(message)"
+        case .protocolError: return "protocol error: \(message)"
+        case .internalError: return "internal error: \(message)"
+        default: return message
         }
     }
 
@@ -52,13 +56,15 @@ public enum CairnError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Rebuilds an error from its code and message (the inverse of `code`/`description`).
-    public static func from(code: String, message: String, epoch: Epoch = 0) -> CairnError {
+    /// Rebuilds an error from its code and message (the inverse of `code`/`message`);
+    /// `number` carries the epoch of `stale_epoch` and the block of `checksum_mismatch`.
+    public static func from(code: String, message: String, epoch number: UInt64 = 0) -> CairnError {
         switch code {
         case "invalid_argument": return .invalidArgument(message)
         case "not_found": return .notFound(message)
         case "already_exists": return .alreadyExists(message)
-        case "stale_epoch": return .staleEpoch(current: epoch)
+        case "stale_epoch": return .staleEpoch(current: number)
+        case "checksum_mismatch": return .checksumMismatch(block: UInt32(truncatingIfNeeded: number))
         case "io": return .io(message)
         case "no_space": return .noSpace(message)
         case "unavailable": return .unavailable(message)

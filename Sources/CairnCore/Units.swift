@@ -81,7 +81,8 @@ public enum ByteSize {
         let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
         var value = Double(bytes)
         var unit = 0
-        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        // Round first, so 1_048_575 bytes reads "1 MiB", not "1024 KiB".
+        while (value * 10).rounded() / 10 >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
         if unit == 0 { return "\(bytes) B" }
         let rounded = (value * 10).rounded() / 10
         return rounded == rounded.rounded() ? "\(Int(rounded)) \(units[unit])" : "\(rounded) \(units[unit])"

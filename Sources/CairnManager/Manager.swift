@@ -1,7 +1,7 @@
 // The cluster manager: the only authority over volumes, replica sets and epochs.
 //
 // Invariants:
-//  - Every change of a chunk's replica set and of a volume's writer bumps the volume's
+//  - Every change of a chunk's replica set and every attach of a writer bumps the volume's
 //    epoch in the same store transaction, guarded by compare-and-swap on the records'
 //    mod revisions; nothing else changes an epoch.
 //  - After an epoch bump the new epoch is pushed (FENCE) to the storage nodes before the
@@ -238,6 +238,8 @@ public final class Manager: @unchecked Sendable {
         return try await map(name)
     }
 
+    /// Clears the writer. No epoch bump: the leaving writer fences nobody, and the next
+    /// attach bumps the epoch anyway.
     public func detach(_ name: String, client: String) async throws {
         for _ in 0..<MetaLimits.updateRetriesMax {
             var (v, rev) = try await volumeRecord(name)
@@ -281,6 +283,10 @@ public final class Manager: @unchecked Sendable {
     public func reportFailure(_ name: String, index: ChunkIndex, _ report: ReplicaFailureReport) async throws -> VolumeMap {
         for _ in 0..<MetaLimits.updateRetriesMax {
             var (v, vrev) = try await volumeRecord(name)
+            // Only a writer on the current map may shrink a replica set: a fenced-out
+            // writer's report is refused (it re-reads the map and, if it is still the
+            // writer, reports again under the new epoch).
+            guard report.epoch == v.epoch else { throw CairnError.staleEpoch(current: v.epoch) }
             let key = Keys.chunk(v.id, index)
             guard var (chunk, crev) = try await store.getJSON(key, as: ChunkRecord.self),
                   chunk.replicas.contains(where: { $0.node == report.node }) else {

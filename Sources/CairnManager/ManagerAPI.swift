@@ -131,7 +131,8 @@ public struct ManagerAPI: Sendable {
     static func error(_ e: CairnError, status: Int) -> HTTPResponse {
         var epoch: Epoch?
         if case .staleEpoch(let current) = e { epoch = current }
-        let body = APIErrorBody(error: e.code, message: e.description, epoch: epoch)
+        if case .checksumMismatch(let block) = e { epoch = Epoch(block) }
+        let body = APIErrorBody(error: e.code, message: e.message, epoch: epoch)
         return (try? json(body, status: status)) ?? .text(e.description, status: status)
     }
 

@@ -66,6 +66,12 @@ extension Manager {
             return  // Act on the new state next pass.
         }
         guard let v = try? await volume(name) else { return }
+        // Fully replicated again: resync candidates are not needed any more, and their
+        // copies become garbage for the heartbeat collection.
+        if !chunk.stale.isEmpty && chunk.healthyCount >= v.replicas {
+            try await changeChunk(name, ref, bumpEpoch: false) { c, _ in c.stale.removeAll() }
+            return
+        }
         let draining = chunk.replicas.filter { nodes[$0.node]?.draining == true }
         let healthyNotDraining = chunk.replicas.filter { $0.state == .healthy && nodes[$0.node]?.draining != true }
         // 4. Drained: enough healthy replicas elsewhere, remove the draining one.

@@ -1,11 +1,11 @@
 // Fills a chunk replica on this node from healthy replicas elsewhere (rebuild and resync).
 //
 // The target is already in the chunk's replica set (state `rebuilding`) at epoch E when
-// the order arrives, so every write since E reaches it directly. The copy then brings
-// over, block by block, what differs from the source:
-//  - a full rebuild (sinceEpoch 0) looks at every block;
-//  - a resync looks only at blocks either side changed at or after `sinceEpoch`, the
-//    epoch at which this node left the set: everything else it already has.
+// the order arrives, so every write since E reaches it directly. The copy then compares
+// the source's block table with its own and brings over only the blocks that differ:
+// for a node that returns after a short absence (a resync, `sinceEpoch` > 0) that is
+// what changed while it was away; for a new or emptied replica it is every written block.
+// The per-block versions are the dirty-range log: no separate log to keep in step.
 // Copies go through putBlocks with `overwriteBelow: E`: a local block older than E is
 // replaced (it predates this membership, e.g. an unacknowledged write from before), while
 // a block written at E or later is replaced only by a newer version. So a concurrent
@@ -42,10 +42,11 @@ final class Rebuilder: @unchecked Sendable {
                 let payload = try await transport(source, .blockTable(a, first: 0, count: UInt32(count)))
                 let remote = try DataResponse.decodeEntries(payload)
                 guard remote.count == count else { throw CairnError.protocolError("source returned \(remote.count) entries") }
-                let wanted = (0..<count).filter { i in
-                    remote[i] != local[i] &&
-                        (remote[i].version.epoch >= order.sinceEpoch || local[i].version.epoch >= order.sinceEpoch)
-                }
+                // Every block whose entry differs (state, checksum or version): the tables
+                // are small (24 bytes a block), so comparing all of them is cheap, and it
+                // also catches blocks a returning node missed before it left (an
+                // unacknowledged write that reached only the other replicas).
+                let wanted = (0..<count).filter { remote[$0] != local[$0] }
                 let copied = try await copy(wanted, from: source, order: order, key: key, service: service)
                 logger.info("rebuild copied", metadata: [
                     "chunk": "\(key)", "blocks": "\(wanted.count)", "bytes": "\(copied)", "source": "\(source)",

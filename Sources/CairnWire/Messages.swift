@@ -296,6 +296,7 @@ public enum DataResponse {
             }
             out.append(BlockPut(index: index, entry: entry, data: data))
         }
+        guard p.readableBytes == 0 else { throw CairnError.protocolError("\(p.readableBytes) bytes after the raw blocks") }
         return out
     }
 
