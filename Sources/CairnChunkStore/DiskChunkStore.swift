@@ -206,8 +206,33 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
 
     // MARK: Committer
 
+    /// Space kept free on the data directory's file system. A mutation that could allocate
+    /// more than the free space minus this is refused with `noSpace` before it is journaled:
+    /// failing in the apply step instead would stop the whole store until it is reopened.
+    static let spaceReserveBytes = 8 << 20
+
+    /// Refuses the round's allocating mutations that do not fit; returns the others.
+    private func admitSpace(_ round: [Mutation]) -> [Mutation] {
+        guard round.contains(where: { $0.allocationBytesMax > 0 }) else { return round }
+        var free = Int(clamping: Sys.freeBytes(directory))
+        var admitted: [Mutation] = []
+        admitted.reserveCapacity(round.count)
+        for mutation in round {
+            let need = mutation.allocationBytesMax
+            if need > 0 && need + Self.spaceReserveBytes > free {
+                mutation.continuation?.resume(throwing: CairnError.noSpace(
+                    "data directory \(directory) is full (\(free) bytes free, \(Self.spaceReserveBytes) kept in reserve)"))
+                continue
+            }
+            free -= need
+            admitted.append(mutation)
+        }
+        return admitted
+    }
+
     private func runCommitter() {
-        while let round = nextRound() {
+        while let all = nextRound() {
+            let round = admitSpace(all)
             var batch = CommitBatch(journal.newBatch())
             do {
                 for mutation in round { try add(mutation, to: &batch) }
@@ -380,6 +405,20 @@ final class Mutation: @unchecked Sendable {
 
     init(key: ChunkKey, kind: Kind, version: BlockVersion) {
         self.key = key; self.kind = kind; self.version = version
+    }
+
+    /// The most disk space applying this mutation can take: every touched block newly
+    /// allocated (overwrites of allocated blocks take none, but that is not known here).
+    var allocationBytesMax: Int {
+        switch kind {
+        case .write(let offset, let data):
+            let first = offset / blockSize, last = (offset + data.count + blockSize - 1) / blockSize
+            return (last - first) * blockSize
+        case .put(let blocks, _):
+            return blocks.filter { $0.data != nil }.count * blockSize
+        case .trim, .deleteChunk, .deleteVolume:
+            return 0
+        }
     }
 }
 

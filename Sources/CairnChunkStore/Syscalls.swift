@@ -93,6 +93,13 @@ enum Sys {
         guard statvfs(path, &st) == 0 else { return 0 }
         return UInt64(st.f_blocks) * UInt64(st.f_frsize)
     }
+
+    /// Bytes an unprivileged writer may still allocate on the file system holding `path`.
+    static func freeBytes(_ path: String) -> UInt64 {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return 0 }
+        return UInt64(st.f_bavail) * UInt64(st.f_frsize)
+    }
 }
 
 /// fallocate(2) is declared only under _GNU_SOURCE, which the Glibc module does not set;

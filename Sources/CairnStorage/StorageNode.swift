@@ -110,7 +110,12 @@ public final class StorageNode: @unchecked Sendable {
         let reply = try await managerClient.heartbeat(hb)
         for ref in reply.deleteChunks {
             logger.info("deleting an unreferenced chunk replica", metadata: ["volume": "\(ref.volume)", "chunk": "\(ref.chunk)"])
-            try? await service.deleteChunk(ChunkKey(volume: ref.volume, chunk: ref.chunk))
+            do {
+                try await service.deleteChunk(ChunkKey(volume: ref.volume, chunk: ref.chunk))
+            } catch {
+                logger.warning("cannot delete an unreferenced chunk replica", metadata: [
+                    "volume": "\(ref.volume)", "chunk": "\(ref.chunk)", "error": "\(error)"])
+            }
         }
     }
 

@@ -137,7 +137,10 @@ public final class StorageService: DataService, @unchecked Sendable {
             _ = placement.withLock { $0.removeValue(forKey: key) }
             return ByteBuffer()
         case .deleteVolume(let volume, let epoch):
-            try admit(volume, epoch: epoch)
+            // Checked, not stored: the delete removes the epoch file anyway, and storing it
+            // first could fail on the full disk the delete is meant to relieve.
+            let current = currentEpoch(volume)
+            if epoch < current { throw CairnError.staleEpoch(current: current) }
             try await deleteVolume(volume)
             return ByteBuffer()
         case .rebuild(let order):
