@@ -235,8 +235,10 @@ public enum DataResponse {
 
     /// Turns a non-OK response into the error it stands for.
     public static func error(from frame: ResponseFrame) -> CairnError? {
+        guard frame.status != .ok else { return nil }
         var p = frame.payload
-        let message = p.getString(at: p.readerIndex, length: p.readableBytes) ?? ""
+        // Only error payloads are text; an OK payload can be megabytes of data.
+        let message = p.getString(at: p.readerIndex, length: min(p.readableBytes, 4096)) ?? ""
         switch frame.status {
         case .ok: return nil
         case .staleEpoch: return .staleEpoch(current: p.readInteger() ?? 0)
