@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         .target(name: "CCairnShims"),
@@ -81,9 +82,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
+            name: "CairnNBD",
+            dependencies: [
+                "CairnCore", "CairnClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnStorage", "CairnManager", "CairnClient",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -93,6 +104,10 @@ let package = Package(
         .executableTarget(name: "cairn", dependencies: ["CairnCLI"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore", "CCairnShims"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnWireTests", dependencies: ["CairnWire", "CairnCore", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnNBDTests",
+            dependencies: ["CairnNBD", "CairnCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CairnMetaTests", dependencies: ["CairnMeta"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(

@@ -9,7 +9,7 @@ public struct CairnCommand: AsyncParsableCommand {
         abstract: "Cairn: replicated volumes as block devices and a shared filesystem.",
         subcommands: [
             LocalCommand.self, ManagerCommand.self, StorageCommand.self, StatusCommand.self,
-            VolumeCommand.self, NodeCommand.self, BenchCommand.self,
+            VolumeCommand.self, NodeCommand.self, BenchCommand.self, GatewayCommand.self,
         ])
     public init() {}
 }

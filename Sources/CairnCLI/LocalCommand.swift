@@ -22,6 +22,7 @@ struct LocalCommand: AsyncParsableCommand {
         @Option(name: .customLong("chunk-size")) var chunkSize = "64MiB"
         @Option(name: .customLong("journal-size"), help: "Journal per storage node.") var journalSize = "64MiB"
         @Option(name: .customLong("rebuild-rate")) var rebuildRate = "256MiB"
+        @Option(name: .customLong("nbd-port"), help: "Port of the NBD gateway (0: no gateway).") var nbdPort = 10809
         @Option(help: "Where to write the client configuration (default: $CAIRN_CONFIG or ~/.config/cairn/config).")
         var config: String?
 
@@ -68,11 +69,30 @@ struct LocalCommand: AsyncParsableCommand {
                         let up = (try? await mc.nodes())?.filter { $0.state == .up && addresses.contains($0.address) }.count ?? 0
                         return up >= nodes
                     }
+                    var nbdEndpoint = ""
+                    if nbdPort > 0 {
+                        let socket = root + "/run/nbd.sock"
+                        try? fm.removeItem(atPath: socket)
+                        try children.spawn("gateway", [
+                            "gateway", "--nbd", "127.0.0.1:\(nbdPort)", "--nbd-socket", socket,
+                            "--manager", managerURL, "--secret-file", secretFile,
+                        ])
+                        // A gateway that cannot start (say, the port is taken) leaves the
+                        // cluster usable: say so and go on without it.
+                        for _ in 0..<100 where !fm.fileExists(atPath: socket) && children.firstExited() == nil {
+                            try await Task.sleep(for: .milliseconds(100))
+                        }
+                        if fm.fileExists(atPath: socket) {
+                            nbdEndpoint = "\n  nbd:           nbd://127.0.0.1:\(nbdPort)/VOLUME  nbd+unix:///VOLUME?socket=\(socket)"
+                        } else {
+                            nbdEndpoint = "\n  nbd:           the gateway did not start; see \(root)/logs/gateway.log"
+                        }
+                    }
                     print("""
                     Cairn local cluster is up (data in \(root)).
                       manager:       \(managerURL)
                       storage nodes: \(addresses.enumerated().map { "node\($0.offset + 1)=\($0.element)" }.joined(separator: " "))
-                      client config: \(configPath)
+                      client config: \(configPath)\(nbdEndpoint)
                       logs:          \(root)/logs
                     Try: cairn status; cairn volume create v1 --size 1GiB
                     Press Ctrl-C to stop.
