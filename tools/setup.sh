@@ -7,7 +7,7 @@ PACKAGES=(
     libfuse3-dev fuse3
     libnbd-dev libnbd-bin python3-libnbd nbdkit qemu-utils
     libiscsi-dev libiscsi-bin
-    fio e2fsprogs xfsprogs util-linux
+    fio e2fsprogs xfsprogs util-linux openssl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

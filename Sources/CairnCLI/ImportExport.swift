@@ -49,16 +49,6 @@ final class ProgressBar: @unchecked Sendable {
     }
 }
 
-func isAllZero(_ buffer: ByteBuffer) -> Bool {
-    buffer.withUnsafeReadableBytes { raw in
-        let words = raw.count / 8
-        let w = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var acc: UInt64 = 0
-        for i in 0..<words { acc |= UnsafeRawPointer(w).loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
-        for i in (words * 8)..<raw.count { acc |= UInt64(raw[i]) }
-        return acc == 0
-    }
-}
 
 /// Runs `body` for each offset in [0, total) stepping by `step`, at most `width` at once.
 func slidingWindow(total: UInt64, step: Int, width: Int, _ body: @escaping @Sendable (UInt64, Int) async throws -> Void) async throws {
@@ -119,7 +109,7 @@ extension VolumeCommand {
                             pread(fd, p.baseAddress, n, off_t(offset))
                         }
                         guard got == n else { throw CairnError.io("short read from \(file) at \(offset)") }
-                        if isAllZero(buffer) {
+                        if buffer.withUnsafeReadableBytes { isAllZero($0) } {
                             try await vc.trim(offset: offset, length: n)
                         } else {
                             try await vc.write(offset: offset, data: buffer, fua: false)
@@ -158,7 +148,7 @@ extension VolumeCommand {
                     let extents = try await vc.blockStatus(offset: offset, length: n)
                     for e in extents where !e.hole {
                         let data = try await vc.read(offset: e.offset, length: Int(e.length))
-                        if isAllZero(data) { continue }
+                        if data.withUnsafeReadableBytes { isAllZero($0) } { continue }
                         let written = data.withUnsafeReadableBytes { p in pwrite(fd, p.baseAddress, p.count, off_t(e.offset)) }
                         guard written == Int(e.length) else { throw CairnError.io("cannot write \(file): \(String(cString: strerror(errno)))") }
                     }

@@ -89,3 +89,16 @@ public enum ByteSize {
     }
 }
 
+
+/// True when every byte is zero; word at a time, for sparse-aware copies.
+public func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    let words = bytes.count / 8
+    var acc: UInt64 = 0
+    for i in 0..<words {
+        acc |= bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
+        // Data is rarely zero after its first bytes: stop early every 4 KiB.
+        if i & 511 == 511 && acc != 0 { return false }
+    }
+    for i in (words * 8)..<bytes.count { acc |= UInt64(bytes[i]) }
+    return acc == 0
+}

@@ -2,6 +2,7 @@
 // range, size, read-only), decides whether it is answered at once or run on the device,
 // counts what is in flight against the connection's limits, and encodes the replies.
 // Replies may leave in any order; each carries its request's cookie.
+import CairnCore
 import CairnClient
 import NIOCore
 
@@ -174,7 +175,7 @@ public struct TransmissionPhase: Sendable {
             NBDEncoder.simpleReply(error: 0, cookie: cookie, into: &b)
             return NBDReply(header: b, data: data)
         }
-        if !df && isAllZero(data) {
+        if !df && data.withUnsafeReadableBytes { isAllZero($0) } {
             NBDEncoder.offsetHole(cookie: cookie, offset: offset, length: UInt32(data.readableBytes), done: true, into: &b)
             return NBDReply(header: b, data: nil)
         }
@@ -220,17 +221,3 @@ public struct TransmissionPhase: Sendable {
     }
 }
 
-/// True when every byte is zero (a read of a hole is sent as OFFSET_HOLE).
-func isAllZero(_ buffer: ByteBuffer) -> Bool {
-    buffer.withUnsafeReadableBytes { raw in
-        guard let base = raw.baseAddress else { return true }
-        let words = raw.count / 8
-        var acc: UInt64 = 0
-        for i in 0..<words {
-            acc |= base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-            if i & 511 == 511 && acc != 0 { return false }
-        }
-        for i in (words * 8)..<raw.count { acc |= UInt64(raw[i]) }
-        return acc == 0
-    }
-}

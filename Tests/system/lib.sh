@@ -27,11 +27,12 @@ trap cleanup EXIT
 BASE_PORT=$(( 20000 + ($$ % 400) * 20 ))
 MANAGER_PORT=$BASE_PORT
 STORAGE_PORT=$(( BASE_PORT + 1 ))
+NBD_PORT=${NBD_PORT:-$(( BASE_PORT + 19 ))}
 
 start_cluster() {  # start_cluster NODES [extra local-up flags...]
     local nodes=$1; shift
     "$CAIRN" local up --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
-        --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
+        --nbd-port "$NBD_PORT" --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
     LOCAL_UP_PID=$!
     for _ in $(seq 1 300); do
         grep -q "Press Ctrl-C" "$T/local-up.log" 2>/dev/null && { log "cluster up ($nodes nodes)"; return 0; }

@@ -1,12 +1,11 @@
 # Helpers of the NBD system tests; source after lib.sh. The gateway of `cairn local up`
-# listens on a port of the test's own range and on DIR/run/nbd.sock.
-NBD_PORT=$(( BASE_PORT + 19 ))
+# listens on $NBD_PORT (lib.sh picks it from the test's own range) and on DIR/run/nbd.sock.
 PY=/usr/bin/python3   # Debian's python with python3-libnbd (the first python3 on PATH lacks it)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 start_nbd_cluster() {  # start_nbd_cluster NODES [extra local-up flags]
     local nodes=$1; shift
-    start_cluster "$nodes" --nbd-port "$NBD_PORT" "$@"
+    start_cluster "$nodes" "$@"
     grep -q "nbd://127.0.0.1:$NBD_PORT" "$T/local-up.log" || { cat "$T/local-up.log"; fail "the NBD gateway did not start"; }
 }
 nbd_uri() { echo "nbd://127.0.0.1:$NBD_PORT/$1"; }
