@@ -73,6 +73,7 @@ final class DataClientHandler: ChannelInboundHandler {
     private var nextID: UInt64 = 1
     private var pending: [UInt64: EventLoopPromise<ResponseFrame>] = [:]
     private var closed = false
+    private let flusher = FlushCoalescer()
 
     func send(_ request: DataRequest, promise: EventLoopPromise<ResponseFrame>, channel: Channel, timeout: TimeAmount?) {
         guard !closed, channel.isActive else {
@@ -82,7 +83,8 @@ final class DataClientHandler: ChannelInboundHandler {
         let id = nextID
         nextID += 1
         pending[id] = promise
-        writeFrame(request.frame(id: id, allocator: channel.allocator), to: channel)
+        writeFrame(request.frame(id: id, allocator: channel.allocator), to: channel, flush: false)
+        flusher.flushSoon(channel)
         if let timeout {
             channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
                 guard let self, let p = self.pending.removeValue(forKey: id) else { return }

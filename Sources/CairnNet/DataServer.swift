@@ -60,6 +60,7 @@ final class DataServerHandler: ChannelInboundHandler {
     private var authenticated = false
     private var inFlight = 0
     private var readPaused = false
+    private let flusher = FlushCoalescer()
 
     init(secret: String, service: DataService, logger: Logger) {
         self.secret = secret; self.service = service; self.logger = logger
@@ -100,7 +101,8 @@ final class DataServerHandler: ChannelInboundHandler {
 
     private func finish(_ reply: ResponseFrame, channel: Channel) {
         inFlight -= 1
-        writeFrame(reply, to: channel, flush: true)
+        writeFrame(reply, to: channel, flush: false)
+        flusher.flushSoon(channel)
         if readPaused && inFlight < WireLimits.inFlightPerConnectionMax / 2 {
             readPaused = false
             _ = channel.setOption(ChannelOptions.autoRead, value: true)

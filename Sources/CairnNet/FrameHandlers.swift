@@ -42,7 +42,22 @@ func writeFrame(_ frame: ResponseFrame, to channel: Channel, flush: Bool) {
     if flush { channel.flush() }
 }
 
-func writeFrame(_ frame: RequestFrame, to channel: Channel) {
+/// Coalesces flushes: the first frame written in an event-loop tick schedules one flush
+/// that runs after the frames already queued for that tick, so a burst of requests or
+/// replies leaves in one system call instead of one each. Event-loop confined.
+final class FlushCoalescer {
+    private var scheduled = false
+    func flushSoon(_ channel: Channel) {
+        guard !scheduled else { return }
+        scheduled = true
+        channel.eventLoop.execute {
+            self.scheduled = false
+            channel.flush()
+        }
+    }
+}
+
+func writeFrame(_ frame: RequestFrame, to channel: Channel, flush: Bool = true) {
     var header = channel.allocator.buffer(capacity: WireLimits.headerSize)
     var headerOnly = frame
     headerOnly.payload = ByteBuffer()
@@ -50,7 +65,7 @@ func writeFrame(_ frame: RequestFrame, to channel: Channel) {
     header.setInteger(UInt32(frame.payload.readableBytes), at: header.readerIndex + 16)
     channel.write(NIOAny(header), promise: nil)
     if frame.payload.readableBytes > 0 { channel.write(NIOAny(frame.payload), promise: nil) }
-    channel.flush()
+    if flush { channel.flush() }
 }
 
 /// Compares two secrets in time that does not depend on where they differ.
