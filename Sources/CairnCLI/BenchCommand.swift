@@ -99,20 +99,6 @@ struct BenchOffsets {
     }
 }
 
-/// SplitMix64: a tiny, fast, seedable generator (the modulo bias over a volume's block
-/// count is far below what a benchmark can see).
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Latencies in a log-linear histogram: fixed memory however long the run, and each
 /// value lands in a bucket at most 1/`subBuckets` wide relative to it (under 1% error).
 struct LatencyHistogram {

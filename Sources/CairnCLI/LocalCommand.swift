@@ -20,7 +20,8 @@ struct LocalCommand: AsyncParsableCommand {
         @Option(name: .customLong("heartbeat-timeout")) var heartbeatTimeout = "5s"
         @Option(name: .customLong("grace-period")) var gracePeriod = "30s"
         @Option(name: .customLong("chunk-size")) var chunkSize = "64MiB"
-        @Option(name: .customLong("journal-size"), help: "Journal per storage node.") var journalSize = "64MiB"
+        @Option(name: .customLong("journal-size"), help: "Journal per storage node (a small one checkpoints often under large writes).")
+        var journalSize = "256MiB"
         @Option(name: .customLong("rebuild-rate")) var rebuildRate = "256MiB"
         @Option(name: .customLong("nbd-port"), help: "Port of the NBD gateway (0: no gateway).") var nbdPort = 10809
         @Option(help: "Where to write the client configuration (default: $CAIRN_CONFIG or ~/.config/cairn/config).")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Cairn against a plain file on the same disk and writes docs/benchmarks.md.
 #
-# Starts a private local cluster (3 storage nodes, ports away from a dev cluster) in a
+# Starts a private local cluster (3 storage nodes, no NBD gateway, ports away from a dev cluster) in a
 # temporary directory, creates volumes bench-rf1 (1 replica) and bench-rf3 (3 replicas),
 # fills both from a random image, then for each case (1 MiB sequential and 4 KiB random,
 # reads and writes, queue depth 1 and 32) runs `cairn bench` on both volumes and fio on the
@@ -47,6 +47,10 @@ log "building cairn (release)"
 (cd "$ROOT" && swift build -c release --product cairn "${SCRATCH_ARGS[@]}" >&2)
 CAIRN="$(cd "$ROOT" && swift build -c release --product cairn "${SCRATCH_ARGS[@]}" --show-bin-path)/cairn"
 [[ -x "$CAIRN" ]] || die "no cairn binary at $CAIRN"
+# What was built: the commit, and whether the working tree differed from it.
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- Sources Package.swift 2>/dev/null)" ]] &&
+  COMMIT="$COMMIT with uncommitted changes under Sources/"
 
 # ---- a private cluster, stopped and removed on any exit ---------------------------------
 for port in "$MANAGER_PORT" $(seq "$STORAGE_PORT" $((STORAGE_PORT + NODES - 1))); do
@@ -81,7 +85,7 @@ trap 'exit 130' INT TERM
 
 log "starting a local cluster in $TMP (manager :$MANAGER_PORT, storage :$STORAGE_PORT..)"
 "$CAIRN" local up --dir "$TMP/data" --nodes "$NODES" --manager-port "$MANAGER_PORT" \
-  --storage-port "$STORAGE_PORT" --chunk-size 64MiB --config "$CAIRN_CONFIG" >"$TMP/local-up.log" 2>&1 &
+  --storage-port "$STORAGE_PORT" --chunk-size 64MiB --nbd-port 0 --config "$CAIRN_CONFIG" >"$TMP/local-up.log" 2>&1 &
 LOCAL_PID=$!
 
 nodes_up() { "$CAIRN" status --output json 2>/dev/null | jq '[.nodes[] | select(.state == "up")] | length' 2>/dev/null || echo 0; }
@@ -117,6 +121,8 @@ cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 daemon_ticks() { local out=(); for d in "${DAEMONS[@]}"; do out+=("$(cpu_ticks "$(pid_of "$d")")"); done; echo "${out[*]}"; }
 # Sectors written to the disk under $TMP (512-byte units, whatever the device's sector size).
 disk_sectors_written() { awk -v d="$DISK" '$3 == d { n = $10 } END { print n + 0 }' /proc/diskstats; }
+# fio reads "1MiB" as 10^6 bytes (its unit prefixes are inverted), so it gets plain bytes.
+to_bytes() { case $1 in *KiB) echo $(( ${1%KiB} << 10 )) ;; *MiB) echo $(( ${1%MiB} << 20 )) ;; *) echo "$1" ;; esac; }
 fio_rw() { case $1 in seqwrite) echo write ;; seqread) echo read ;; randwrite) echo randwrite ;; randread) echo randread ;; esac; }
 
 # Per-daemon CPU seconds between two `daemon_ticks` samples, as a JSON object.
@@ -137,11 +143,13 @@ run_fio() {
   local target=$1 pattern=$2 bs=$3 qd=$4 mode=() dir=write
   case $target in
     fio-direct) mode=(--direct=1) ;;
-    fio-sync) mode=(--direct=1 --sync=1) ;;     # O_DIRECT|O_SYNC: durable when acknowledged
+    # O_DIRECT|O_DSYNC: durable when acknowledged, with fdatasync semantics like Cairn's
+    # journal (O_SYNC, --sync=1, also syncs timestamps; it measured the same here).
+    fio-sync) mode=(--direct=1 --sync=dsync) ;;
     fio-buffered) mode=(--direct=0) ;;          # page cache, where Cairn's nodes read from
   esac
   [[ $pattern == *read ]] && dir=read
-  timed fio --name=plain --filename="$PLAIN" --size="$SIZE_BYTES" --rw="$(fio_rw "$pattern")" --bs="$bs" \
+  timed fio --name=plain --filename="$PLAIN" --size="$SIZE_BYTES" --rw="$(fio_rw "$pattern")" --bs="$(to_bytes "$bs")" \
       --iodepth="$qd" --ioengine=libaio "${mode[@]}" --time_based --runtime="$SECONDS_PER_RUN" \
       --lat_percentiles=1 --output-format=json >"$TMP/fio.json"
   jq -c --arg d "$dir" '.jobs[0] as $j | $j[$d] as $r | {ops: $r.total_ios, iops: $r.iops,
@@ -200,5 +208,5 @@ mkdir -p "$(dirname "$OUT")"
 cp "$RESULTS" "$HERE/last-results.jsonl"
 python3 "$HERE/report.py" --results "$RESULTS" --out "$OUT" --notes "$HERE/notes.md" \
   --command "BENCH_SECONDS=$SECONDS_PER_RUN BENCH_REPEAT=$REPEAT BENCH_SIZE=$SIZE tools/bench/run.sh" \
-  --size "$SIZE" --seconds "$SECONDS_PER_RUN" --repeat "$REPEAT" --disk "$DISK"
+  --size "$SIZE" --seconds "$SECONDS_PER_RUN" --repeat "$REPEAT" --disk "$DISK" --commit "$COMMIT"
 log "wrote $OUT (raw results in tools/bench/last-results.jsonl)"
