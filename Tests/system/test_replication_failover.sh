@@ -7,14 +7,17 @@ source "$(dirname "$0")/lib.sh"
 CHUNK=16MiB
 start_cluster 4 --chunk-size $CHUNK --journal-size 64MiB --heartbeat-timeout 2s --grace-period 5s
 
-chunk_health() {  # prints "allocated healthy3" for volume $1
+chunk_health() {  # prints "allocated healthy3" for volume $1, not counting replicas on node $2
     api "/v1/volumes/$1/map" | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
-full = [c for c in m["chunks"] if len(c["replicas"]) == 3 and all(r["state"] == "healthy" for r in c["replicas"])]
-print(len(m["chunks"]), len(full))'
+dead = sys.argv[1]
+full = [c for c in m["chunks"] if len(c["replicas"]) == 3 and
+        all(r["state"] == "healthy" and r["node"] != dead for r in c["replicas"])]
+print(len(m["chunks"]), len(full))' "${2:-}"
 }
-all_healthy() { read -r n h < <(chunk_health "$1"); [ "$n" -gt 0 ] && [ "$n" = "$h" ]; }
+# all_healthy VOLUME [DEAD_NODE]: every allocated chunk has 3 healthy replicas, none on DEAD_NODE.
+all_healthy() { read -r n h < <(chunk_health "$1" "${2:-}"); [ "$n" -gt 0 ] && [ "$n" = "$h" ]; }
 
 "$CAIRN" volume create v --size 256MiB --replicas 3 >/dev/null
 head -c 256M /dev/urandom > "$T/in.img"
@@ -37,7 +40,7 @@ got=$(sha256sum < "$T/out.img" | cut -d' ' -f1)
 [ "$got" = "$want" ] || fail "export differs from import ($got vs $want)"
 
 log "after the grace period every chunk is back to 3 healthy replicas"
-wait_for "all chunks to have 3 healthy replicas" 180 all_healthy v
+wait_for "all chunks to have 3 healthy replicas off node2" 180 all_healthy v node2
 "$CAIRN" status | tee "$T/status.txt" | grep -q "down" || fail "node2 should show as down"
 api /v1/volumes/v/map | python3 -c '
 import json, sys
