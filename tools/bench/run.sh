@@ -20,6 +20,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tools/bench"
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
 REPEAT=${BENCH_REPEAT:-3}
 SIZE=${BENCH_SIZE:-1GiB}
@@ -35,26 +37,14 @@ CASES=(
   "randwrite 4KiB 1" "randwrite 4KiB 32" "randread 4KiB 1" "randread 4KiB 32"
 )
 
-log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-for tool in fio jq swift; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+require_tools fio jq swift
 
 # ---- build ------------------------------------------------------------------------------
-SCRATCH_ARGS=()
-[[ -n "${BENCH_SCRATCH:-}" ]] && SCRATCH_ARGS=(--scratch-path "$BENCH_SCRATCH")
-log "building cairn (release)"
-(cd "$ROOT" && swift build -c release --product cairn "${SCRATCH_ARGS[@]}" >&2)
-CAIRN="$(cd "$ROOT" && swift build -c release --product cairn "${SCRATCH_ARGS[@]}" --show-bin-path)/cairn"
-[[ -x "$CAIRN" ]] || die "no cairn binary at $CAIRN"
-# What was built: the commit, and whether the working tree differed from it.
-COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- Sources Package.swift 2>/dev/null)" ]] &&
-  COMMIT="$COMMIT with uncommitted changes under Sources/"
+build_cairn "$ROOT"   # sets CAIRN and COMMIT (what was built)
 
 # ---- a private cluster, stopped and removed on any exit ---------------------------------
 for port in "$MANAGER_PORT" $(seq "$STORAGE_PORT" $((STORAGE_PORT + NODES - 1))); do
-  if ss -Hltn "sport = :$port" | grep -q .; then die "port $port is in use (set BENCH_MANAGER_PORT / BENCH_STORAGE_PORT)"; fi
+  if port_in_use "$port"; then die "port $port is in use (set BENCH_MANAGER_PORT / BENCH_STORAGE_PORT)"; fi
 done
 TMP=$(mktemp -d /tmp/cairn-bench.XXXXXX)
 export CAIRN_CONFIG="$TMP/config"
@@ -63,20 +53,7 @@ LOCAL_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT
-  if [[ -n "$LOCAL_PID" ]] && kill -0 "$LOCAL_PID" 2>/dev/null; then
-    log "stopping the cluster (pid $LOCAL_PID)"
-    kill -INT "$LOCAL_PID"
-    for _ in $(seq 1 600); do kill -0 "$LOCAL_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$LOCAL_PID" 2>/dev/null && kill -KILL "$LOCAL_PID"
-    wait "$LOCAL_PID" 2>/dev/null || true
-  fi
-  # Daemons left behind by a `local up` that died: only ours, recognised by their pid
-  # file and by the temporary directory on their command line.
-  for f in "$TMP"/data/run/*.pid; do
-    [[ -f "$f" ]] || continue
-    local pid; pid=$(cat "$f")
-    if grep -qa "$TMP" "/proc/$pid/cmdline" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  done
+  stop_local_cluster "$TMP"   # and daemons left behind by a `local up` that died
   rm -rf "$TMP"
   exit "$rc"
 }
@@ -84,18 +61,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "starting a local cluster in $TMP (manager :$MANAGER_PORT, storage :$STORAGE_PORT..)"
-"$CAIRN" local up --dir "$TMP/data" --nodes "$NODES" --manager-port "$MANAGER_PORT" \
-  --storage-port "$STORAGE_PORT" --chunk-size 64MiB --nbd-port 0 --config "$CAIRN_CONFIG" >"$TMP/local-up.log" 2>&1 &
-LOCAL_PID=$!
-
-nodes_up() { "$CAIRN" status --output json 2>/dev/null | jq '[.nodes[] | select(.state == "up")] | length' 2>/dev/null || echo 0; }
-for i in $(seq 1 600); do
-  kill -0 "$LOCAL_PID" 2>/dev/null || { cat "$TMP/local-up.log" >&2; die "cairn local up exited"; }
-  [[ "$(nodes_up)" == "$NODES" ]] && break
-  [[ $i == 600 ]] && die "the cluster did not come up in 60 s"
-  sleep 0.1
-done
-log "cluster up: $NODES storage nodes"
+start_local_cluster "$TMP" "$NODES" "$MANAGER_PORT" "$STORAGE_PORT" --chunk-size 64MiB --nbd-port 0
 pid_of() { cat "$TMP/data/run/$1.pid"; }
 DAEMONS=(manager $(seq -f "node%g" 1 "$NODES"))
 
@@ -115,15 +81,10 @@ done
 # ---- measurement helpers ----------------------------------------------------------------
 TICKS=$(getconf CLK_TCK)
 DISK=$(basename "$(df --output=source "$TMP" | tail -1)")
-# CPU ticks (user + system) of a process; fields 14 and 15 of /proc/PID/stat, counted
-# after the command name because it may contain spaces.
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 daemon_ticks() { local out=(); for d in "${DAEMONS[@]}"; do out+=("$(cpu_ticks "$(pid_of "$d")")"); done; echo "${out[*]}"; }
 # Sectors written to the disk under $TMP (512-byte units, whatever the device's sector size).
-disk_sectors_written() { awk -v d="$DISK" '$3 == d { n = $10 } END { print n + 0 }' /proc/diskstats; }
-# fio reads "1MiB" as 10^6 bytes (its unit prefixes are inverted), so it gets plain bytes.
-to_bytes() { case $1 in *KiB) echo $(( ${1%KiB} << 10 )) ;; *MiB) echo $(( ${1%MiB} << 20 )) ;; *) echo "$1" ;; esac; }
-fio_rw() { case $1 in seqwrite) echo write ;; seqread) echo read ;; randwrite) echo randwrite ;; randread) echo randread ;; esac; }
+disk_sectors_written() { disk_sectors_written_on "$DISK"; }
+# cpu_ticks, to_bytes and fio_rw come from lib.sh.
 
 # Per-daemon CPU seconds between two `daemon_ticks` samples, as a JSON object.
 daemon_cpu_json() {
