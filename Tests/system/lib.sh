@@ -23,8 +23,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A port range of our own, picked from the test's pid so parallel runs do not meet.
-BASE_PORT=$(( 20000 + ($$ % 400) * 20 ))
+# A range of 20 ports of our own: a random base whose ports are all free right now, so
+# parallel runs (and anything else on the machine) do not meet.
+BASE_PORT=$(python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    base = 20000 + random.randrange(2000) * 20
+    socks = []
+    try:
+        for p in range(base, base + 20):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(base)
+        break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+PY
+)
+[ -n "$BASE_PORT" ] || { echo "no free port range" >&2; exit 1; }
 MANAGER_PORT=$BASE_PORT
 STORAGE_PORT=$(( BASE_PORT + 1 ))
 NBD_PORT=${NBD_PORT:-$(( BASE_PORT + 19 ))}
