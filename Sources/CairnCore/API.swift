@@ -82,10 +82,13 @@ public struct HeartbeatRequest: Codable, Sendable {
     public var usedBytes: UInt64
     public var inventory: [ChunkRef]
     public var rebuilds: [RebuildProgress]
+    /// The node's chunk size; the manager refuses a node whose chunk size is not the cluster's.
+    public var chunkSizeBytes: UInt64?
     public init(id: NodeID, address: String, zone: String?, capacityBytes: UInt64, usedBytes: UInt64,
-                inventory: [ChunkRef], rebuilds: [RebuildProgress]) {
+                inventory: [ChunkRef], rebuilds: [RebuildProgress], chunkSizeBytes: UInt64? = nil) {
         self.id = id; self.address = address; self.zone = zone; self.capacityBytes = capacityBytes
         self.usedBytes = usedBytes; self.inventory = inventory; self.rebuilds = rebuilds
+        self.chunkSizeBytes = chunkSizeBytes
     }
 }
 

@@ -329,6 +329,11 @@ public final class Manager: @unchecked Sendable {
     public func heartbeat(_ hb: HeartbeatRequest) async throws -> HeartbeatReply {
         guard !hb.id.isEmpty, hb.id.count <= 128 else { throw CairnError.invalidArgument("node id must be 1 to 128 characters") }
         _ = try parseHostPortLoose(hb.address)
+        if let size = hb.chunkSizeBytes, size != config.chunkSizeDefault {
+            throw CairnError.invalidArgument(
+                "storage node \(hb.id) uses chunk size \(size) bytes but the cluster uses \(config.chunkSizeDefault); "
+                    + "start it with --chunk-size \(config.chunkSizeDefault)")
+        }
         let now = time.now()
         let key = Keys.node(hb.id)
         try await store.update(key: key, retries: 100) { (old: NodeRecord?) -> NodeRecord? in

@@ -106,7 +106,7 @@ public final class StorageNode: @unchecked Sendable {
         let hb = HeartbeatRequest(
             id: nodeID, address: address, zone: config.zone, capacityBytes: usage.capacityBytes, usedBytes: usage.usedBytes,
             inventory: service.inventory().map { ChunkRef(volume: $0.volume, chunk: $0.chunk) },
-            rebuilds: service.rebuilder.active)
+            rebuilds: service.rebuilder.active, chunkSizeBytes: UInt64(config.chunkSize))
         let reply = try await managerClient.heartbeat(hb)
         for ref in reply.deleteChunks {
             logger.info("deleting an unreferenced chunk replica", metadata: ["volume": "\(ref.volume)", "chunk": "\(ref.chunk)"])

@@ -26,6 +26,18 @@ final class ManagerHeartbeatTests: XCTestCase {
         await assertEq(try await h.manager.listNodes(), [])
     }
 
+    func testHeartbeatRefusesANodeWithAnotherChunkSize() async throws {
+        let h = Harness()  // the cluster's chunk size is 1 MiB
+        await assertThrowsCairnError({
+            try await h.manager.heartbeat(HeartbeatRequest(id: "n1", address: Harness.address("n1"), zone: nil, capacityBytes: 1,
+                                                           usedBytes: 0, inventory: [], rebuilds: [], chunkSizeBytes: 64 << 20))
+        }, isInvalidArgument)
+        await assertEq(try await h.manager.listNodes(), [])
+        try await h.manager.heartbeat(HeartbeatRequest(id: "n1", address: Harness.address("n1"), zone: nil, capacityBytes: 1,
+                                                       usedBytes: 0, inventory: [], rebuilds: [], chunkSizeBytes: 1 << 20))
+        await assertEq(try await h.manager.listNodes().map(\.id), ["n1"])
+    }
+
     func testADrainingNodeStaysDrainingAcrossHeartbeats() async throws {
         let h = Harness()
         try await h.heartbeat("n1")
