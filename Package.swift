@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CCairnShims"),
@@ -46,6 +47,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
+            name: "CairnMetrics",
+            dependencies: [
+                "CairnCore", "CairnNet",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "CairnMeta",
             dependencies: ["CairnCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings),
@@ -56,7 +64,7 @@ let package = Package(
         .target(
             name: "CairnStorage",
             dependencies: [
-                "CairnCore", "CairnChunkStore", "CairnWire", "CairnNet", "CairnClient",
+                "CairnCore", "CairnChunkStore", "CairnWire", "CairnNet", "CairnClient", "CairnMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -65,7 +73,7 @@ let package = Package(
         .target(
             name: "CairnClient",
             dependencies: [
-                "CairnCore", "CairnWire", "CairnNet",
+                "CairnCore", "CairnWire", "CairnNet", "CairnMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -74,7 +82,7 @@ let package = Package(
         .target(
             name: "CairnManager",
             dependencies: [
-                "CairnCore", "CairnWire", "CairnNet", "CairnMeta", "CairnClient",
+                "CairnCore", "CairnWire", "CairnNet", "CairnMeta", "CairnClient", "CairnMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -94,7 +102,7 @@ let package = Package(
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -107,6 +115,10 @@ let package = Package(
         .testTarget(
             name: "CairnNBDTests",
             dependencies: ["CairnNBD", "CairnCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnMetricsTests",
+            dependencies: ["CairnMetrics", "CairnNet", "CairnCore", .product(name: "Prometheus", package: "swift-prometheus")],
             swiftSettings: swiftSettings),
         .testTarget(name: "CairnMetaTests", dependencies: ["CairnMeta"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),

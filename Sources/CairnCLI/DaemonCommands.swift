@@ -83,6 +83,8 @@ struct StorageCommand: AsyncParsableCommand {
     var chunkSize = SizeArgument(argument: "64MiB")!
     @Option(name: .customLong("journal-size"), help: "Write-ahead journal size per data directory.")
     var journalSize = SizeArgument(argument: "256MiB")!
+    @Option(help: "Address to serve /metrics, /healthz and /readyz on ('none' for nowhere).")
+    var http = "127.0.0.1:9420"
 
     func run() async throws {
         try await runReporting {
@@ -98,6 +100,13 @@ struct StorageCommand: AsyncParsableCommand {
             config.zone = zone
             config.chunkSize = Int(chunkSize.bytes)
             config.journalBytes = Int(journalSize.bytes)
+            if http == "none" {
+                config.httpHost = nil
+            } else {
+                let (httpHost, httpPort) = try parseHostPort(http)
+                config.httpHost = httpHost
+                config.httpPort = httpPort
+            }
             let node = try StorageNode(config: config, group: Runtime.group, logger: logger)
             _ = try await node.start()
             let beats = Task { await node.heartbeatLoop() }

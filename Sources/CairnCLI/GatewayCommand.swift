@@ -3,9 +3,11 @@
 import ArgumentParser
 import CairnClient
 import CairnCore
+import CairnMetrics
 import CairnNBD
 import CairnNet
 import Foundation
+import Logging
 
 extension NBDTLSMode: ExpressibleByArgument {}
 
@@ -29,6 +31,8 @@ struct GatewayCommand: AsyncParsableCommand {
     var manager: String?
     @Option(name: .customLong("secret-file"), help: "File holding the cluster secret (default: $CAIRN_SECRET, then the config file).")
     var secretFile: String?
+    @Option(help: "Address to serve /metrics, /healthz and /readyz on ('none' for nowhere).")
+    var http = "127.0.0.1:9430"
 
     func run() async throws {
         try await runReporting {
@@ -56,13 +60,44 @@ struct GatewayCommand: AsyncParsableCommand {
             config.tlsKeyPath = tlsKey
             let server = try NBDServer(config: config, exports: exports, group: Runtime.group, logger: logger)
             let endpoints = try await server.start()
+            let status = try await GatewayStatus.start(http: http, manager: mc, logger: logger)
             print("NBD gateway serving \(endpoints.joined(separator: " "))")
             fflush(stdout)
             _ = await Runtime.waitForTermination()
             logger.info("gateway stopping")
+            await status.stop()
             await server.stop()
             await exports.closeAll()
             pool.closeAll()
         }
+    }
+}
+
+/// The gateway's /metrics, /healthz and /readyz: alive while it serves (it is started
+/// after the frontends' listeners are up), ready while the manager answers it too.
+struct GatewayStatus {
+    static let probeInterval: Duration = .seconds(1)
+    static let managerStaleAfter: Duration = .seconds(5)
+    let server: HTTPServer?
+    let watcher: Task<Void, Never>
+
+    static func start(http: String, manager: ManagerClient, logger: Logger) async throws -> GatewayStatus {
+        let contact = ContactTracker("the manager", staleAfter: managerStaleAfter)
+        let age = MetricsRegistry.shared.gauge("gateway_manager_contact_age", unit: .seconds,
+                                               help: "Seconds since the manager last answered the gateway (-1: never).")
+        MetricsRegistry.shared.onScrape { age.set(contact.age?.secondsDouble ?? -1) }
+        let watcher = Task { await contact.watch(every: probeInterval) { _ = try await manager.nodes() } }
+        guard http != "none" else { return GatewayStatus(server: nil, watcher: watcher) }
+        let health = Health()
+        health.addReadinessCheck("manager", contact.check)
+        let (host, port) = try parseHostPort(http)
+        let (server, bound) = try await MetricsEndpoint(health: health).serve(host: host, port: port, group: Runtime.group)
+        logger.info("gateway metrics and health", metadata: ["http": "http://\(host):\(bound)"])
+        return GatewayStatus(server: server, watcher: watcher)
+    }
+
+    func stop() async {
+        watcher.cancel()
+        await server?.stop()
     }
 }

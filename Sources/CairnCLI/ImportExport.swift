@@ -75,6 +75,7 @@ func openVolume(_ name: String, client: ClientOptions, readOnly: Bool, force: Bo
     let pool = DataConnectionPool(secret: c.secret, client: id, group: Runtime.group)
     var options = VolumeClientOptions(clientID: id, readOnly: readOnly, force: force)
     options.localNode = ProcessInfo.processInfo.environment["CAIRN_LOCAL_NODE"]
+    options.frontend = "cli"
     let vc = try await VolumeClient.open(name, control: mc, transport: pool, options: options, logger: Runtime.logger("cairn.client"))
     return (vc, pool)
 }

@@ -24,6 +24,9 @@ struct LocalCommand: AsyncParsableCommand {
         var journalSize = "256MiB"
         @Option(name: .customLong("rebuild-rate")) var rebuildRate = "256MiB"
         @Option(name: .customLong("nbd-port"), help: "Port of the NBD gateway (0: no gateway).") var nbdPort = 10809
+        @Option(name: .customLong("http-port"),
+                help: "First port of /metrics, /healthz and /readyz: storage node i on PORT+i-1, the gateway on PORT+nodes (the manager serves them on its API port).")
+        var httpPort = 9420
         @Option(help: "Where to write the client configuration (default: $CAIRN_CONFIG or ~/.config/cairn/config).")
         var config: String?
 
@@ -63,7 +66,7 @@ struct LocalCommand: AsyncParsableCommand {
                         try children.spawn("node\(i)", [
                             "storage", "--data", root + "/node\(i)", "--listen", address, "--node-id", "node\(i)",
                             "--manager", managerURL, "--secret-file", secretFile, "--chunk-size", chunkSize,
-                            "--journal-size", journalSize,
+                            "--journal-size", journalSize, "--http", "127.0.0.1:\(httpPort + i - 1)",
                         ])
                     }
                     try await waitUntil("\(nodes) storage nodes to report", children) {
@@ -77,6 +80,7 @@ struct LocalCommand: AsyncParsableCommand {
                         try children.spawn("gateway", [
                             "gateway", "--nbd", "127.0.0.1:\(nbdPort)", "--nbd-socket", socket,
                             "--manager", managerURL, "--secret-file", secretFile,
+                            "--http", "127.0.0.1:\(httpPort + nodes)",
                         ])
                         // A gateway that cannot start (say, the port is taken) leaves the
                         // cluster usable: say so and go on without it.
@@ -93,6 +97,7 @@ struct LocalCommand: AsyncParsableCommand {
                     Cairn local cluster is up (data in \(root)).
                       manager:       \(managerURL)
                       storage nodes: \(addresses.enumerated().map { "node\($0.offset + 1)=\($0.element)" }.joined(separator: " "))
+                      metrics:       \(managerURL)/metrics, storage nodes http://127.0.0.1:\(httpPort)-\(httpPort + nodes - 1)\(nbdPort > 0 ? ", gateway http://127.0.0.1:\(httpPort + nodes)" : "") (/metrics /healthz /readyz)
                       client config: \(configPath)\(nbdEndpoint)
                       logs:          \(root)/logs
                     Try: cairn status; cairn volume create v1 --size 1GiB

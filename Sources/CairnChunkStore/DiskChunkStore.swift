@@ -109,6 +109,21 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
         }
     }
 
+    /// Mutations queued for the committer or waiting behind a full queue (a metric).
+    public var mutationsPending: Int {
+        state.lock()
+        defer { state.unlock() }
+        return queued.count + waiting.count
+    }
+
+    /// Why the store takes no more mutations (closed, or an I/O error it cannot recover
+    /// from), or nil while it is usable.
+    public var unusableReason: String? {
+        state.lock()
+        defer { state.unlock() }
+        return unusableError().map { "\($0)" }
+    }
+
     /// Caller holds `state`.
     private func unusableError() -> CairnError? {
         if closed || stopping { return .unavailable("chunk store \(directory) is closed") }

@@ -17,6 +17,7 @@
 //  - Each write carries a sequence number, increasing within the writer's epoch, so a
 //    rebuild copy never overwrites a newer write.
 import CairnCore
+import CairnMetrics
 import CairnWire
 import Foundation
 import Logging
@@ -32,6 +33,8 @@ public struct VolumeClientOptions: Sendable {
     /// Attempts of one request across map changes and replica failures. Epoch changes are
     /// cheap to follow (a map re-read) and come in bursts while rebuilds are planned.
     public var attemptsMax = 64
+    /// The frontend label of this client's I/O metrics (nbd, iscsi, fuse, cli).
+    public var frontend = "library"
     public init(clientID: String, readOnly: Bool = false, force: Bool = false, localNode: NodeID? = nil) {
         self.clientID = clientID; self.readOnly = readOnly; self.force = force; self.localNode = localNode
     }
@@ -52,6 +55,7 @@ public final class VolumeClient: @unchecked Sendable {
     let options: VolumeClientOptions
     let logger: Logger
     let state: Locked<State>
+    let io: VolumeIOMetrics
 
     struct State {
         var map: VolumeMap
@@ -71,6 +75,7 @@ public final class VolumeClient: @unchecked Sendable {
          options: VolumeClientOptions, logger: Logger) {
         self.name = name; self.control = control; self.transport = transport; self.options = options; self.logger = logger
         self.state = Locked(Self.makeState(map))
+        self.io = VolumeIOMetrics.of(volume: name, frontend: options.frontend)
     }
 
     static func makeState(_ map: VolumeMap, seq: UInt64 = 0) -> State {
@@ -146,11 +151,13 @@ public final class VolumeClient: @unchecked Sendable {
     // MARK: - Writes
 
     public func write(offset: UInt64, data: ByteBuffer, fua: Bool) async throws {
-        try checkWritable()
-        let ps = try pieces(offset: offset, length: data.readableBytes)
-        try await forEachPiece(ps) { p in
-            let slice = data.getSlice(at: data.readerIndex + Int(p.volumeOffset - offset), length: p.length)!
-            try await self.mutate(p.chunk) { addr, seq in .write(addr, seq: seq, offset: p.offsetInChunk, data: slice) }
+        try await io.measure(.write, bytes: data.readableBytes) {
+            try checkWritable()
+            let ps = try pieces(offset: offset, length: data.readableBytes)
+            try await forEachPiece(ps) { p in
+                let slice = data.getSlice(at: data.readerIndex + Int(p.volumeOffset - offset), length: p.length)!
+                try await self.mutate(p.chunk) { addr, seq in .write(addr, seq: seq, offset: p.offsetInChunk, data: slice) }
+            }
         }
     }
 
@@ -160,25 +167,31 @@ public final class VolumeClient: @unchecked Sendable {
 
     /// Every acknowledged write is already durable on every replica of its chunk, so a
     /// flush has nothing left to wait for.
-    public func flush() async throws {}
+    public func flush() async throws {
+        await io.measure(.flush, bytes: 0) {}
+    }
 
     /// Gives the range back: it reads as zeroes afterwards.
     public func trim(offset: UInt64, length: Int) async throws {
-        try checkWritable()
-        for p in try pieces(offset: offset, length: length) {
-            // Unallocated chunks already read as zeroes.
-            guard chunkRecord(p.chunk) != nil else { continue }
-            try await mutate(p.chunk) { addr, seq in .trim(addr, seq: seq, offset: p.offsetInChunk, length: UInt32(p.length)) }
+        try await io.measure(.trim, bytes: length) {
+            try checkWritable()
+            for p in try pieces(offset: offset, length: length) {
+                // Unallocated chunks already read as zeroes.
+                guard chunkRecord(p.chunk) != nil else { continue }
+                try await mutate(p.chunk) { addr, seq in .trim(addr, seq: seq, offset: p.offsetInChunk, length: UInt32(p.length)) }
+            }
         }
     }
 
     /// Zeroes the range; with `mayTrim` the space is given back, otherwise zeroes are written.
     public func writeZeroes(offset: UInt64, length: Int, mayTrim: Bool) async throws {
         if mayTrim { return try await trim(offset: offset, length: length) }
-        try checkWritable()
-        for p in try pieces(offset: offset, length: length) {
-            let zeroes = ByteBuffer(repeating: 0, count: p.length)
-            try await mutate(p.chunk) { addr, seq in .write(addr, seq: seq, offset: p.offsetInChunk, data: zeroes) }
+        try await io.measure(.write, bytes: length) {
+            try checkWritable()
+            for p in try pieces(offset: offset, length: length) {
+                let zeroes = ByteBuffer(repeating: 0, count: p.length)
+                try await mutate(p.chunk) { addr, seq in .write(addr, seq: seq, offset: p.offsetInChunk, data: zeroes) }
+            }
         }
     }
 
@@ -285,17 +298,19 @@ public final class VolumeClient: @unchecked Sendable {
     // MARK: - Reads
 
     public func read(offset: UInt64, length: Int) async throws -> ByteBuffer {
-        let ps = try pieces(offset: offset, length: length)
-        if ps.count == 1 { return try await readPiece(ps[0]) }
-        let parts = Locked<[Int: ByteBuffer]>([:])
-        try await forEachPiece(ps) { p in
-            let b = try await self.readPiece(p)
-            parts.withLock { $0[Int(p.volumeOffset - offset)] = b }
+        try await io.measure(.read, bytes: length) {
+            let ps = try pieces(offset: offset, length: length)
+            if ps.count == 1 { return try await readPiece(ps[0]) }
+            let parts = Locked<[Int: ByteBuffer]>([:])
+            try await forEachPiece(ps) { p in
+                let b = try await self.readPiece(p)
+                parts.withLock { $0[Int(p.volumeOffset - offset)] = b }
+            }
+            var out = ByteBuffer()
+            out.reserveCapacity(length)
+            for (_, var b) in parts.snapshot.sorted(by: { $0.key < $1.key }) { out.writeBuffer(&b) }
+            return out
         }
-        var out = ByteBuffer()
-        out.reserveCapacity(length)
-        for (_, var b) in parts.snapshot.sorted(by: { $0.key < $1.key }) { out.writeBuffer(&b) }
-        return out
     }
 
     public func readBytes(offset: UInt64, length: Int) async throws -> [UInt8] {

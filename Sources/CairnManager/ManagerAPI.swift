@@ -17,25 +17,29 @@
 //   POST   /v1/volumes/{name}/chunks/{i}/failed     ReplicaFailureReport -> VolumeMap
 // Errors: a status code and APIErrorBody {error, message[, epoch]}.
 import CairnCore
+import CairnMetrics
 import CairnNet
 import Foundation
 
 public struct ManagerAPI: Sendable {
     let manager: Manager
     let secret: String
+    let metrics: ManagerMetrics
+    let statusEndpoint: MetricsEndpoint
 
-    public init(manager: Manager, secret: String) { self.manager = manager; self.secret = secret }
+    public init(manager: Manager, secret: String, registry: MetricsRegistry = .shared) {
+        self.manager = manager; self.secret = secret
+        metrics = ManagerMetrics(registry: registry, manager: manager)
+        // Ready while the metadata store answers.
+        let health = Health()
+        health.addReadinessCheck("metadata store") {
+            do { _ = try await manager.store.currentRevision(); return nil } catch { return "unavailable: \(error)" }
+        }
+        statusEndpoint = MetricsEndpoint(registry: registry, health: health)
+    }
 
     public func handle(_ req: HTTPRequest) async -> HTTPResponse {
-        switch (req.method, req.path) {
-        case ("GET", "/healthz"): return .text("ok\n")
-        case ("GET", "/readyz"):
-            do { _ = try await manager.store.currentRevision(); return .text("ready\n") } catch {
-                return .text("metadata store unavailable: \(error)\n", status: 503)
-            }
-        case ("GET", "/metrics"): return .text(await metricsText(), status: 200)
-        default: break
-        }
+        if let answer = await statusEndpoint.handle(req) { return answer }
         guard req.path.hasPrefix("/v1/") else { return Self.error(CairnError.notFound("no such endpoint \(req.path)"), status: 404) }
         guard let auth = req.header("authorization"), auth == "Bearer \(secret)" else {
             return Self.error(CairnError.unauthenticated(
@@ -60,7 +64,9 @@ public struct ManagerAPI: Sendable {
         if at("GET", "status") != nil { return try Self.json(await manager.status()) }
         if at("GET", "nodes") != nil { return try Self.json(await manager.listNodes()) }
         if at("POST", "nodes/heartbeat") != nil {
-            return try Self.json(await manager.heartbeat(try Self.decode(req.body)))
+            let reply = try Self.json(await manager.heartbeat(try Self.decode(req.body)))
+            metrics.heartbeats.increment()
+            return reply
         }
         if let a = at("POST", "nodes/*/drain") {
             try await manager.drain(a[0])
@@ -146,25 +152,5 @@ public struct ManagerAPI: Sendable {
         case .unavailable: return 503
         default: return 500
         }
-    }
-
-    func metricsText() async -> String {
-        guard let s = try? await manager.status() else { return "" }
-        var out = ""
-        out += "# HELP cairn_manager_nodes Storage nodes by state.\n# TYPE cairn_manager_nodes gauge\n"
-        for state in ["up", "down", "draining"] {
-            out += "cairn_manager_nodes{state=\"\(state)\"} \(s.nodes.filter { $0.state.rawValue == state }.count)\n"
-        }
-        out += "# HELP cairn_manager_capacity_bytes Capacity of the live storage nodes.\n# TYPE cairn_manager_capacity_bytes gauge\n"
-        out += "cairn_manager_capacity_bytes \(s.capacityBytes)\n"
-        out += "# HELP cairn_manager_used_bytes Bytes used on the live storage nodes.\n# TYPE cairn_manager_used_bytes gauge\n"
-        out += "cairn_manager_used_bytes \(s.usedBytes)\n"
-        out += "# HELP cairn_manager_volumes Volumes by health.\n# TYPE cairn_manager_volumes gauge\n"
-        for h in ["healthy", "degraded", "rebuilding"] {
-            out += "cairn_manager_volumes{health=\"\(h)\"} \(s.volumes.filter { $0.health.rawValue == h }.count)\n"
-        }
-        out += "# HELP cairn_manager_rebuild_copied_bytes Bytes copied by rebuilds in progress.\n# TYPE cairn_manager_rebuild_copied_bytes gauge\n"
-        out += "cairn_manager_rebuild_copied_bytes \(s.volumes.reduce(0) { $0 + $1.rebuildCopiedBytes })\n"
-        return out
     }
 }

@@ -24,6 +24,8 @@ final class Rebuilder: @unchecked Sendable {
     let transport: RebuildTransport
     let logger: Logger
     let progress = Locked<[ChunkKey: RebuildProgress]>([:])
+    /// Told the bytes of each copied batch (the node's metrics); set before serving.
+    var onCopied: (@Sendable (UInt64) -> Void)?
     /// Blocks copied per request to the source.
     static let batchBlocks = 256
 
@@ -80,6 +82,7 @@ final class Rebuilder: @unchecked Sendable {
             let blocks = try DataResponse.decodeRawBlocks(payload).filter { want.contains(Int($0.index)) }
             _ = try await service.putBlocks(key, blocks, overwriteBelow: order.address.epoch)
             copied += UInt64(blocks.count * blockSize)
+            onCopied?(UInt64(blocks.count * blockSize))
             progress.withLock { $0[key]?.copiedBytes = copied }
             i = j + 1
             try await throttle(copied: copied, since: started, bytesPerSecond: order.bytesPerSecond)

@@ -3,6 +3,7 @@
 import CairnChunkStore
 import CairnClient
 import CairnCore
+import CairnMetrics
 import CairnNet
 import CairnWire
 import Foundation
@@ -23,6 +24,11 @@ public struct StorageNodeConfig: Sendable {
     public var chunkSize = chunkSizeDefault
     public var journalBytes = 256 << 20
     public var heartbeatInterval: Duration = .seconds(1)
+    /// Where /metrics, /healthz and /readyz are served; nil for nowhere.
+    public var httpHost: String? = "127.0.0.1"
+    public var httpPort = 9420
+    /// Not ready once the manager has not accepted a heartbeat for this long.
+    public var managerStaleAfter: Duration = .seconds(5)
     public init(dataDirectories: [String], manager: String, secret: String) {
         self.dataDirectories = dataDirectories; self.manager = manager; self.secret = secret
     }
@@ -37,7 +43,12 @@ public final class StorageNode: @unchecked Sendable {
     let pool: DataConnectionPool
     let managerClient: ManagerClient
     private var server: DataServer?
+    private var httpServer: HTTPServer?
     private(set) public var address = ""
+    private(set) public var httpPort: Int?
+    let metrics: StorageMetrics
+    public let health = Health()
+    public let managerContact: ContactTracker
 
     public init(config: StorageNodeConfig, group: EventLoopGroup, logger: Logger) throws {
         guard let first = config.dataDirectories.first else {
@@ -57,6 +68,26 @@ public final class StorageNode: @unchecked Sendable {
             try await pool.expectOK(address, request, timeout: .seconds(30))
         }, logger: logger)
         self.managerClient = ManagerClient(baseURL: config.manager, secret: config.secret, group: group)
+        self.metrics = StorageMetrics(registry: .shared)
+        self.managerContact = ContactTracker("the manager", staleAfter: config.managerStaleAfter)
+        let metrics = self.metrics
+        service.rebuilder.onCopied = { metrics.rebuildCopied.increment(by: Int64($0)) }
+        metrics.addScrapeHook(.shared, service: service, manager: managerContact)
+        addHealthChecks()
+    }
+
+    /// Alive while the data path listens; ready when, besides, every data directory takes
+    /// writes and the manager accepted a heartbeat recently.
+    func addHealthChecks() {
+        health.addLivenessCheck("data path") { [weak self] in
+            self?.server == nil ? "the data-path listener is not running" : nil
+        }
+        let backends = service.backends
+        health.addReadinessCheck("data directories") {
+            let problems = backends.compactMap { ($0 as? DiskChunkStore)?.unusableReason }
+            return problems.isEmpty ? nil : problems.joined(separator: "; ")
+        }
+        health.addReadinessCheck("manager", managerContact.check)
     }
 
     static func loadOrCreateNodeID(_ dir: String) throws -> NodeID {
@@ -74,9 +105,15 @@ public final class StorageNode: @unchecked Sendable {
     /// Starts serving; returns the bound port.
     public func start() async throws -> Int {
         let server = DataServer(host: config.listenHost, port: config.listenPort, secret: config.secret,
-                                service: service, group: group, logger: logger)
+                                service: MeasuredDataService(service: service, metrics: metrics), group: group, logger: logger)
         let port = try await server.start()
         self.server = server
+        if let httpHost = config.httpHost {
+            let (http, bound) = try await MetricsEndpoint(health: health).serve(host: httpHost, port: config.httpPort, group: group)
+            httpServer = http
+            httpPort = bound
+            logger.info("storage node metrics and health", metadata: ["http": "http://\(httpHost):\(bound)"])
+        }
         address = config.advertise ?? "\(config.listenHost):\(port)"
         logger.info("storage node serving", metadata: ["node": "\(nodeID)", "address": "\(address)",
                                                        "data": "\(config.dataDirectories.joined(separator: ","))"])
@@ -89,9 +126,13 @@ public final class StorageNode: @unchecked Sendable {
         while !Task.isCancelled {
             do {
                 try await heartbeatOnce()
+                managerContact.succeeded()
+                metrics.heartbeatsOK.increment()
                 if failures > 0 { logger.info("manager reachable again") }
                 failures = 0
             } catch {
+                managerContact.failed(error)
+                metrics.heartbeatsFailed.increment()
                 failures += 1
                 if failures == 1 || failures % 30 == 0 {
                     logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
@@ -120,6 +161,7 @@ public final class StorageNode: @unchecked Sendable {
     }
 
     public func stop() async {
+        await httpServer?.stop()
         await server?.stop()
         pool.closeAll()
         for b in service.backends { try? b.close() }

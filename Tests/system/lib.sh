@@ -45,11 +45,13 @@ PY
 MANAGER_PORT=$BASE_PORT
 STORAGE_PORT=$(( BASE_PORT + 1 ))
 NBD_PORT=${NBD_PORT:-$(( BASE_PORT + 19 ))}
+# /metrics, /healthz, /readyz: storage node i on HTTP_PORT+i-1, the gateway on HTTP_PORT+nodes.
+HTTP_PORT=$(( BASE_PORT + 10 ))
 
 start_cluster() {  # start_cluster NODES [extra local-up flags...]
     local nodes=$1; shift
     "$CAIRN" local up --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
-        --nbd-port "$NBD_PORT" --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
+        --nbd-port "$NBD_PORT" --http-port "$HTTP_PORT" --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
     LOCAL_UP_PID=$!
     for _ in $(seq 1 300); do
         grep -q "Press Ctrl-C" "$T/local-up.log" 2>/dev/null && { log "cluster up ($nodes nodes)"; return 0; }
