@@ -8,6 +8,7 @@ PACKAGES=(
     libnbd-dev libnbd-bin python3-libnbd nbdkit qemu-utils
     libiscsi-dev libiscsi-bin
     fio e2fsprogs xfsprogs util-linux openssl
+    prometheus
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,6 +23,8 @@ fi
 if ! command -v swift >/dev/null 2>&1; then
     for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do [ -x "$d/swift" ] && export PATH="$d:$PATH"; done
 fi
+# The packaging test validates the Kubernetes objects with kubernetes-validate (PyPI).
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.37.0
 command -v swift >/dev/null 2>&1 || {
     echo "setup: Swift 6 is required (https://www.swift.org/install/linux/); put it on PATH" >&2
     exit 1
