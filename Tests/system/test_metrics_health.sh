@@ -69,6 +69,12 @@ grep -q '^cairn_volume_io_duration_seconds_bucket{volume="m1",frontend="nbd",op=
 [ "$(metric "$manager" 'cairn_manager_nodes{state="up"}')" -eq 3 ] || fail "manager does not count 3 nodes up"
 curl -sf "$gateway/metrics" | promtool check metrics || fail "promtool rejects the gateway's metrics after I/O"
 
+log "every metric the Grafana dashboard queries exists"
+for url in "$manager" "$node1" "$gateway"; do curl -sf "$url/metrics"; done | awk '!/^#/ { sub(/[{ ].*/, ""); print }' | sort -u > "$T/names.txt"
+grep -o 'cairn_[a-z_]*' "$ROOT/packaging/grafana/cairn-dashboard.json" | sort -u > "$T/dashboard.txt"
+missing=$(comm -23 "$T/dashboard.txt" "$T/names.txt")
+[ -z "$missing" ] || fail "the dashboard queries metrics no daemon serves: $missing"
+
 log "stop the manager: storage nodes and the gateway become not ready, stay alive"
 pid=$(node_pid manager)
 tr '\0' '\n' < "/proc/$pid/cmdline" > "$T/manager.args"
