@@ -58,6 +58,14 @@ let package = Package(
             dependencies: ["CairnCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings),
         .target(
+            name: "CairnEtcd",
+            dependencies: [
+                "CairnCore", "CairnMeta", "CairnNet",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "CairnChunkStore",
             dependencies: ["CairnCore", "CCairnShims"],
             swiftSettings: swiftSettings),
@@ -102,7 +110,7 @@ let package = Package(
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -120,7 +128,10 @@ let package = Package(
             name: "CairnMetricsTests",
             dependencies: ["CairnMetrics", "CairnNet", "CairnCore", .product(name: "Prometheus", package: "swift-prometheus")],
             swiftSettings: swiftSettings),
-        .testTarget(name: "CairnMetaTests", dependencies: ["CairnMeta"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnMetaTests",
+            dependencies: ["CairnMeta", "CairnEtcd", "CairnCore", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CairnManagerTests",

@@ -9,6 +9,7 @@ PACKAGES=(
     libiscsi-dev libiscsi-bin
     fio e2fsprogs xfsprogs util-linux openssl
     prometheus
+    etcd-server etcd-client
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

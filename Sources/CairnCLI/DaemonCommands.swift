@@ -1,6 +1,7 @@
 // `cairn manager` and `cairn storage`: the long-running daemons.
 import ArgumentParser
 import CairnCore
+import CairnEtcd
 import CairnManager
 import CairnMeta
 import CairnNet
@@ -13,8 +14,14 @@ struct ManagerCommand: AsyncParsableCommand {
 
     @Option(help: "Address to serve the HTTP API on.")
     var listen = "127.0.0.1:9400"
-    @Option(help: "Metadata store: a SQLite file path (sqlite:PATH or PATH).")
+    @Option(help: "Metadata store: a SQLite file path (sqlite:PATH or PATH), or etcd://HOST:PORT[,HOST:PORT...] for several managers on one etcd cluster.")
     var meta = "./cairn-manager.db"
+    @Option(help: "With etcd: the API address other processes reach this manager at (default: http://LISTEN).")
+    var advertise: String?
+    @Option(name: .customLong("etcd-namespace"), help: "With etcd: the key prefix this cluster's metadata lives under.")
+    var etcdNamespace = "/cairn"
+    @Option(name: .customLong("leader-ttl"), help: "With etcd: the leader's lease; a dead leader is replaced after about this long.")
+    var leaderTTL = DurationArgument(argument: "5s")!
     @Option(name: .customLong("secret-file"), help: "File holding the cluster secret (default: $CAIRN_SECRET, then the config file).")
     var secretFile: String?
     @Option(name: .customLong("heartbeat-timeout"), help: "A node silent this long is down.")
@@ -32,21 +39,25 @@ struct ManagerCommand: AsyncParsableCommand {
         try await runReporting {
             let logger = Runtime.logger("cairn.manager")
             let secret = try ClientConfig.resolve(manager: nil, secretFile: secretFile).secret
-            let path = meta.hasPrefix("sqlite:") ? String(meta.dropFirst("sqlite:".count)) : meta
-            guard !path.hasPrefix("etcd:") else {
-                throw CairnError.invalidArgument("the etcd metadata backend is not available in this build")
-            }
-            let store = try SQLiteMetaStore(path: path)
             var config = ManagerConfig()
             config.heartbeatTimeout = heartbeatTimeout.value
             config.gracePeriod = gracePeriod.value
             config.chunkSizeDefault = chunkSize.bytes
             config.rebuildBytesPerSecond = rebuildRate.bytes
             config.rebuildsMax = rebuildsMax
+            let (host, port) = try parseHostPort(listen)
+            if meta.hasPrefix("etcd://") {
+                try await ReplicatedManager(
+                    endpoints: try EtcdClient.parseEndpoints(meta), namespace: etcdNamespace, host: host, port: port,
+                    advertise: advertise, leaderTTL: leaderTTL.value, secret: secret, config: config, logger: logger
+                ).run()
+                return
+            }
+            let path = meta.hasPrefix("sqlite:") ? String(meta.dropFirst("sqlite:".count)) : meta
+            let store = try SQLiteMetaStore(path: path)
             let pool = DataConnectionPool(secret: secret, client: "manager", group: Runtime.group)
             let manager = Manager(store: store, config: config, nodes: DataNodeCommander(pool: pool), logger: logger)
             let api = ManagerAPI(manager: manager, secret: secret)
-            let (host, port) = try parseHostPort(listen)
             let server = HTTPServer(host: host, port: port, group: Runtime.group) { await api.handle($0) }
             let bound = try await server.start()
             logger.info("manager serving", metadata: ["api": "http://\(host):\(bound)", "meta": "\(path)"])

@@ -4,6 +4,7 @@
 import ArgumentParser
 import CairnClient
 import CairnCore
+import CairnEtcd
 import Foundation
 
 struct LocalCommand: AsyncParsableCommand {
@@ -29,10 +30,17 @@ struct LocalCommand: AsyncParsableCommand {
         var httpPort = 9420
         @Option(help: "Where to write the client configuration (default: $CAIRN_CONFIG or ~/.config/cairn/config).")
         var config: String?
+        @Option(help: "Metadata store of the manager: sqlite (a file under --dir) or etcd (a local etcd started as a child; needs Debian's etcd-server).")
+        var meta = "sqlite"
+        @Option(name: .customLong("etcd-port"), help: "With --meta etcd: etcd's client port (its peer port is the next one).")
+        var etcdPort = 2379
 
         func run() async throws {
             try await runReporting {
                 guard (1...16).contains(nodes) else { throw CairnError.invalidArgument("--nodes must be 1 to 16") }
+                guard meta == "sqlite" || meta == "etcd" else {
+                    throw CairnError.invalidArgument("--meta must be sqlite or etcd, not '\(meta)'")
+                }
                 _ = try parseDuration(heartbeatTimeout); _ = try parseDuration(gracePeriod)
                 _ = try ByteSize.parse(chunkSize); _ = try ByteSize.parse(journalSize)
                 let root = URL(fileURLWithPath: dir).standardizedFileURL.path
@@ -52,8 +60,12 @@ struct LocalCommand: AsyncParsableCommand {
 
                 let children = ChildProcesses(runDir: root + "/run", logDir: root + "/logs")
                 do {
+                    var metaArgument = root + "/manager/meta.db"
+                    if meta == "etcd" {
+                        metaArgument = try await startEtcd(root: root, children: children)
+                    }
                     try children.spawn("manager", [
-                        "manager", "--listen", "127.0.0.1:\(managerPort)", "--meta", root + "/manager/meta.db",
+                        "manager", "--listen", "127.0.0.1:\(managerPort)", "--meta", metaArgument,
                         "--secret-file", secretFile, "--heartbeat-timeout", heartbeatTimeout,
                         "--grace-period", gracePeriod, "--chunk-size", chunkSize, "--rebuild-rate", rebuildRate,
                     ])
@@ -95,7 +107,7 @@ struct LocalCommand: AsyncParsableCommand {
                     }
                     print("""
                     Cairn local cluster is up (data in \(root)).
-                      manager:       \(managerURL)
+                      manager:       \(managerURL) (metadata: \(meta == "etcd" ? "etcd at http://127.0.0.1:\(etcdPort)" : "SQLite"))
                       storage nodes: \(addresses.enumerated().map { "node\($0.offset + 1)=\($0.element)" }.joined(separator: " "))
                       metrics:       \(managerURL)/metrics, storage nodes http://127.0.0.1:\(httpPort)-\(httpPort + nodes - 1)\(nbdPort > 0 ? ", gateway http://127.0.0.1:\(httpPort + nodes)" : "") (/metrics /healthz /readyz)
                       client config: \(configPath)\(nbdEndpoint)
@@ -112,6 +124,23 @@ struct LocalCommand: AsyncParsableCommand {
                     throw error
                 }
             }
+        }
+
+        /// Starts a one-member etcd under ROOT/etcd and returns the manager's --meta for it.
+        func startEtcd(root: String, children: ChildProcesses) async throws -> String {
+            guard let etcd = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+                throw CairnError.unavailable("--meta etcd needs the etcd server: apt-get install etcd-server")
+            }
+            let client = "http://127.0.0.1:\(etcdPort)", peer = "http://127.0.0.1:\(etcdPort + 1)"
+            try children.spawn("etcd", executable: etcd, [
+                "--name", "cairn-local", "--data-dir", root + "/etcd", "--listen-client-urls", client,
+                "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", "cairn-local=\(peer)", "--auto-compaction-retention", "1h",
+            ])
+            let store = try EtcdMetaStore(client: try EtcdClient(endpoints: [client], group: Runtime.group))
+            store.client.retryWindow = .zero
+            try await waitUntil("etcd to answer", children) { (try? await store.currentRevision()) != nil }
+            return "etcd://127.0.0.1:\(etcdPort)"
         }
 
         func waitUntil(_ what: String, _ children: ChildProcesses, _ check: () async -> Bool) async throws {
@@ -139,9 +168,9 @@ final class ChildProcesses: @unchecked Sendable {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    func spawn(_ name: String, _ args: [String]) throws {
+    func spawn(_ name: String, executable: String = ChildProcesses.executable, _ args: [String]) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.executable)
+        p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
         let logPath = logDir + "/\(name).log"
         FileManager.default.createFile(atPath: logPath, contents: nil)

@@ -5,26 +5,69 @@ import Foundation
 import NIOCore
 
 public final class ManagerClient: @unchecked Sendable {
+    /// As given: one address, or several separated by commas (managers on one etcd).
     public let baseURL: String
+    /// Every manager address; calls go to the one that answered last.
+    public let endpoints: [String]
     let secret: String
     let group: EventLoopGroup
+    private let preferred = Locked(0)
+    /// With several managers, how long a call keeps looking for the leader (a takeover
+    /// needs the old leader's lease to expire first).
+    public var leaderSearch: Duration = .seconds(30)
 
     public init(baseURL: String, secret: String, group: EventLoopGroup) {
-        var url = baseURL
-        while url.hasSuffix("/") { url.removeLast() }
-        self.baseURL = url; self.secret = secret; self.group = group
+        self.baseURL = baseURL
+        self.endpoints = baseURL.split(separator: ",").map { part in
+            var url = part.trimmingCharacters(in: .whitespaces)
+            while url.hasSuffix("/") { url.removeLast() }
+            return url
+        }.filter { !$0.isEmpty }
+        self.secret = secret; self.group = group
     }
 
+    /// With one manager, one attempt. With several, the call moves on from a manager that
+    /// cannot be reached or stands by (503 `unavailable`) until one leads, for up to
+    /// `leaderSearch`. A call whose answer was cut off may reach the new leader a second
+    /// time, which is safe for the data: a create carries a request id and returns the
+    /// volume it made, an attach bumps the epoch once more, a failure report for an epoch
+    /// that moved on is refused as stale; a repeated delete answers `not_found`.
     func call<T: Decodable>(_ method: String, _ path: String, body: [UInt8] = [], as: T.Type) async throws -> T {
+        guard endpoints.count > 1 else {
+            return try await callOne(endpoints.first ?? baseURL, method, path, body: body, as: T.self)
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + leaderSearch
+        while true {
+            let start = preferred.snapshot
+            var lastError = CairnError.unavailable("no manager answered")
+            for offset in 0..<endpoints.count {
+                let index = (start + offset) % endpoints.count
+                do {
+                    let answer = try await callOne(endpoints[index], method, path, body: body, as: T.self)
+                    preferred.withLock { $0 = index }
+                    return answer
+                } catch let e as CairnError {
+                    guard case .unavailable = e else { throw e }
+                    lastError = e
+                }
+            }
+            guard clock.now < deadline else { throw lastError }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    private func callOne<T: Decodable>(_ base: String, _ method: String, _ path: String, body: [UInt8],
+                                       as: T.Type) async throws -> T {
         let response = try await HTTPClient.request(
-            method, baseURL: baseURL, path: path,
+            method, baseURL: base, path: path,
             headers: [("Authorization", "Bearer \(secret)"), ("Content-Type", "application/json")],
             body: body, group: group)
         guard (200..<300).contains(response.status) else {
             if let e = try? JSONDecoder().decode(APIErrorBody.self, from: Data(response.body)) {
                 throw CairnError.from(code: e.error, message: e.message, epoch: e.epoch ?? 0)
             }
-            throw CairnError.unavailable("the manager at \(baseURL) answered HTTP \(response.status)")
+            throw CairnError.unavailable("the manager at \(base) answered HTTP \(response.status)")
         }
         do {
             return try JSONDecoder().decode(T.self, from: Data(response.body))
@@ -48,7 +91,9 @@ public final class ManagerClient: @unchecked Sendable {
         try await call("POST", "/v1/nodes/heartbeat", body: try encode(hb), as: HeartbeatReply.self)
     }
     public func createVolume(_ req: CreateVolumeRequest) async throws -> VolumeRecord {
-        try await call("POST", "/v1/volumes", body: try encode(req), as: VolumeRecord.self)
+        var req = req
+        if req.requestID == nil { req.requestID = UUID().uuidString }
+        return try await call("POST", "/v1/volumes", body: try encode(req), as: VolumeRecord.self)
     }
     public func volumes() async throws -> [VolumeStatus] { try await call("GET", "/v1/volumes", as: [VolumeStatus].self) }
     public func volume(_ name: String) async throws -> VolumeStatus {

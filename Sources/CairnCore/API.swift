@@ -17,10 +17,14 @@ public struct CreateVolumeRequest: Codable, Sendable {
     public var replicasMin: Int?
     public var kind: VolumeKind?
     public var chunkSizeBytes: UInt64?
+    /// Makes a retried create (after a manager failover cut the answer off) return the
+    /// volume the first attempt made instead of `already_exists`.
+    public var requestID: String?
     public init(name: String, sizeBytes: UInt64, replicas: Int? = nil, replicasMin: Int? = nil,
-                kind: VolumeKind? = nil, chunkSizeBytes: UInt64? = nil) {
+                kind: VolumeKind? = nil, chunkSizeBytes: UInt64? = nil, requestID: String? = nil) {
         self.name = name; self.sizeBytes = sizeBytes; self.replicas = replicas
         self.replicasMin = replicasMin; self.kind = kind; self.chunkSizeBytes = chunkSizeBytes
+        self.requestID = requestID
     }
 }
 

@@ -49,6 +49,8 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var writer: String?
     public var readOnly: Bool
     public var createdAt: Double
+    /// The `CreateVolumeRequest.requestID` that created the volume, if it had one.
+    public var createRequestID: String?
 
     public init(id: VolumeID, name: String, sizeBytes: UInt64, kind: VolumeKind, replicas: Int,
                 replicasMin: Int, chunkSizeBytes: UInt64, epoch: Epoch, writer: String? = nil,

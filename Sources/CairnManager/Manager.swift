@@ -141,14 +141,16 @@ public final class Manager: @unchecked Sendable {
                 "\(replicas) replicas need \(replicas) storage nodes up; \(up.count) \(up.count == 1 ? "is" : "are") up")
         }
         for _ in 0..<MetaLimits.updateRetriesMax {
-            if try await store.get(Keys.volume(req.name)) != nil {
+            if let (existing, _) = try await store.getJSON(Keys.volume(req.name), as: VolumeRecord.self) {
+                if let id = req.requestID, existing.createRequestID == id { return existing }  // A retry.
                 throw CairnError.alreadyExists("volume '\(req.name)' already exists")
             }
             let counter = try await store.getJSON(Keys.volumeCounter, as: UInt64.self)
             let id = (counter?.0 ?? 0) + 1
-            let record = VolumeRecord(
+            var record = VolumeRecord(
                 id: id, name: req.name, sizeBytes: req.sizeBytes, kind: req.kind ?? .block, replicas: replicas,
                 replicasMin: replicasMin, chunkSizeBytes: chunkSize, epoch: 1, createdAt: time.now())
+            record.createRequestID = req.requestID
             let result = try await store.txn(
                 compare: [.modRevision(key: Keys.volumeCounter, equals: counter?.1 ?? 0),
                           .modRevision(key: Keys.volume(req.name), equals: 0)],

@@ -2,8 +2,8 @@
 // before it reads or writes anything.
 import CairnCore
 
-enum MetaValidation {
-    static func key(_ key: String) throws {
+public enum MetaValidation {
+    public static func key(_ key: String) throws {
         let bytes = key.utf8.count
         guard bytes > 0 else { throw CairnError.invalidArgument("metadata key must not be empty") }
         guard bytes <= MetaLimits.keyBytesMax else {
@@ -15,7 +15,7 @@ enum MetaValidation {
     }
 
     /// A prefix may be empty (everything) for reads, never for `deletePrefix`.
-    static func prefix(_ prefix: String, allowEmpty: Bool) throws {
+    public static func prefix(_ prefix: String, allowEmpty: Bool) throws {
         if prefix.isEmpty {
             guard allowEmpty else { throw CairnError.invalidArgument("deletePrefix needs a non-empty prefix") }
             return
@@ -23,14 +23,14 @@ enum MetaValidation {
         try key(prefix)
     }
 
-    static func value(_ value: [UInt8], key: String) throws {
+    public static func value(_ value: [UInt8], key: String) throws {
         guard value.count <= MetaLimits.valueBytesMax else {
             throw CairnError.invalidArgument(
                 "value of \(value.count) bytes for \(key) exceeds \(MetaLimits.valueBytesMax)")
         }
     }
 
-    static func range(prefix: String, after: String?, limit: Int) throws {
+    public static func range(prefix: String, after: String?, limit: Int) throws {
         try self.prefix(prefix, allowEmpty: true)
         if let after { try key(after) }
         guard limit >= 1, limit <= MetaLimits.rangeLimitMax else {
@@ -38,7 +38,7 @@ enum MetaValidation {
         }
     }
 
-    static func watch(prefix: String, afterRevision: Int64, timeout: Duration) throws {
+    public static func watch(prefix: String, afterRevision: Int64, timeout: Duration) throws {
         try self.prefix(prefix, allowEmpty: true)
         guard afterRevision >= 0 else {
             throw CairnError.invalidArgument("watch revision \(afterRevision) is negative")
@@ -48,7 +48,7 @@ enum MetaValidation {
         }
     }
 
-    static func txn(compare: [TxnCompare], success: [TxnOp], failure: [TxnOp]) throws {
+    public static func txn(compare: [TxnCompare], success: [TxnOp], failure: [TxnOp]) throws {
         guard compare.count <= MetaLimits.txnComparesMax else {
             throw CairnError.invalidArgument("\(compare.count) compares exceed \(MetaLimits.txnComparesMax)")
         }

@@ -11,28 +11,71 @@ public enum HTTPClient {
         public var body: [UInt8]
     }
 
-    /// `baseURL` is `http://host:port`; `path` starts with `/`.
+    /// `baseURL` is `http://host:port`; `path` starts with `/`. `peer` names the server in
+    /// error messages ("the manager", "etcd at ...").
     public static func request(_ method: String, baseURL: String, path: String, headers: [(String, String)] = [],
                                body: [UInt8] = [], group: EventLoopGroup,
-                               timeout: TimeAmount = .seconds(30)) async throws -> Response {
+                               timeout: TimeAmount = .seconds(30), peer: String? = nil) async throws -> Response {
+        let peer = peer ?? "the manager at \(baseURL)"
+        let promise = group.next().makePromise(of: Response.self)
+        let collector = ResponseCollector(promise: promise, peer: peer)
+        let channel = try await send(method, baseURL: baseURL, path: path, headers: headers, body: body,
+                                     group: group, peer: peer, handler: collector, promise: promise)
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(CairnError.unavailable("\(peer) did not answer in time"))
+            channel.close(promise: nil)
+        }
+        defer { timer.cancel(); channel.close(promise: nil) }
+        return try await promise.futureResult.get()
+    }
+
+    /// Sends one request and hands each piece of the response body to `onBody` (on an event
+    /// loop thread) as it arrives, for streamed answers. The request ends when the body
+    /// ends, when `onBody` returns true (it has what it wanted), or after `timeout`; the
+    /// answer says which. A failure to connect or a reset connection throws.
+    public static func stream(_ method: String, baseURL: String, path: String, headers: [(String, String)] = [],
+                              body: [UInt8] = [], group: EventLoopGroup, timeout: TimeAmount, peer: String,
+                              onBody: @escaping @Sendable ([UInt8]) -> Bool) async throws -> StreamEnd {
+        let promise = group.next().makePromise(of: StreamEnd.self)
+        let collector = StreamCollector(promise: promise, peer: peer, onBody: onBody)
+        let channel = try await send(method, baseURL: baseURL, path: path, headers: headers, body: body,
+                                     group: group, peer: peer, handler: collector, promise: promise)
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.succeed(StreamEnd(status: collector.status, reason: .timedOut))
+            channel.close(promise: nil)
+        }
+        defer { timer.cancel(); channel.close(promise: nil) }
+        return try await promise.futureResult.get()
+    }
+
+    public struct StreamEnd: Sendable {
+        public enum Reason: Sendable { case ended, enough, timedOut }
+        public var status: Int
+        public var reason: Reason
+    }
+
+    /// Connects, installs `handler` after the HTTP codec and writes the whole request.
+    private static func send<T>(_ method: String, baseURL: String, path: String, headers: [(String, String)],
+                                body: [UInt8], group: EventLoopGroup, peer: String,
+                                handler: ChannelHandler & Sendable, promise: EventLoopPromise<T>) async throws -> Channel {
         guard baseURL.hasPrefix("http://") else {
-            throw CairnError.invalidArgument("manager address '\(baseURL)' must start with http://")
+            let e = CairnError.invalidArgument("address '\(baseURL)' must start with http://")
+            promise.fail(e)
+            throw e
         }
         var hostPort = String(baseURL.dropFirst("http://".count))
         while hostPort.hasSuffix("/") { hostPort.removeLast() }
-        let (host, port) = try parseHostPort(hostPort.contains(":") ? hostPort : hostPort + ":80")
-        let promise = group.next().makePromise(of: Response.self)
-        let collector = ResponseCollector(promise: promise)
         let channel: Channel
         do {
+            let (host, port) = try parseHostPort(hostPort.contains(":") ? hostPort : hostPort + ":80")
             channel = try await ClientBootstrap(group: group)
                 .connectTimeout(.seconds(3))
                 .channelInitializer { ch in
-                    ch.pipeline.addHTTPClientHandlers().flatMap { ch.pipeline.addHandler(collector) }
+                    ch.pipeline.addHTTPClientHandlers().flatMap { ch.pipeline.addHandler(handler) }
                 }
                 .connect(host: host, port: port).get()
         } catch {
-            let e = CairnError.unavailable("cannot reach the manager at \(baseURL): \(Self.describe(error))")
+            let e = (error as? CairnError) ?? CairnError.unavailable("cannot reach \(peer): \(Self.describe(error))")
             promise.fail(e)
             throw e
         }
@@ -47,12 +90,7 @@ public enum HTTPClient {
         buffer.writeBytes(body)
         channel.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer))), promise: nil)
         channel.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
-        let timer = channel.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(CairnError.unavailable("the manager at \(baseURL) did not answer in time"))
-            channel.close(promise: nil)
-        }
-        defer { timer.cancel(); channel.close(promise: nil) }
-        return try await promise.futureResult.get()
+        return channel
     }
 
     static func describe(_ error: Error) -> String {
@@ -63,14 +101,15 @@ public enum HTTPClient {
     }
 }
 
-final class ResponseCollector: ChannelInboundHandler {
+final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     private let promise: EventLoopPromise<HTTPClient.Response>
+    private let peer: String
     private var status = 0
     private var body: [UInt8] = []
     private var done = false
 
-    init(promise: EventLoopPromise<HTTPClient.Response>) { self.promise = promise }
+    init(promise: EventLoopPromise<HTTPClient.Response>, peer: String) { self.promise = promise; self.peer = peer }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -86,11 +125,51 @@ final class ResponseCollector: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !done { done = true; promise.fail(CairnError.unavailable("the manager closed the connection")) }
+        if !done { done = true; promise.fail(CairnError.unavailable("\(peer) closed the connection")) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if !done { done = true; promise.fail(CairnError.unavailable("manager connection failed: \(error)")) }
+        if !done { done = true; promise.fail(CairnError.unavailable("connection to \(peer) failed: \(error)")) }
+        context.close(promise: nil)
+    }
+}
+
+/// Hands body pieces to a callback as they arrive; see `HTTPClient.stream`. Lives on one
+/// event loop; `status` is read by the timeout task on the same loop.
+final class StreamCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    private let promise: EventLoopPromise<HTTPClient.StreamEnd>
+    private let peer: String
+    private let onBody: @Sendable ([UInt8]) -> Bool
+    private(set) var status = 0
+    private var done = false
+
+    init(promise: EventLoopPromise<HTTPClient.StreamEnd>, peer: String, onBody: @escaping @Sendable ([UInt8]) -> Bool) {
+        self.promise = promise; self.peer = peer; self.onBody = onBody
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let h): status = Int(h.status.code)
+        case .body(var b):
+            if onBody(b.readBytes(length: b.readableBytes) ?? []) {
+                done = true
+                promise.succeed(HTTPClient.StreamEnd(status: status, reason: .enough))
+                context.close(promise: nil)
+            }
+        case .end:
+            done = true
+            promise.succeed(HTTPClient.StreamEnd(status: status, reason: .ended))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !done { done = true; promise.fail(CairnError.unavailable("\(peer) closed the connection")) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if !done { done = true; promise.fail(CairnError.unavailable("connection to \(peer) failed: \(error)")) }
         context.close(promise: nil)
     }
 }

@@ -48,13 +48,23 @@ NBD_PORT=${NBD_PORT:-$(( BASE_PORT + 19 ))}
 # /metrics, /healthz, /readyz: storage node i on HTTP_PORT+i-1, the gateway on HTTP_PORT+nodes.
 HTTP_PORT=$(( BASE_PORT + 10 ))
 
+# CAIRN_TEST_META=etcd runs the manager on a local etcd (client port ETCD_PORT, peer +1).
+ETCD_PORT=$(( BASE_PORT + 6 ))
+META_FLAGS=()
+[ "${CAIRN_TEST_META:-sqlite}" = etcd ] && META_FLAGS=(--meta etcd --etcd-port "$ETCD_PORT")
+
 start_cluster() {  # start_cluster NODES [extra local-up flags...]
     local nodes=$1; shift
-    "$CAIRN" local up --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
+    "$CAIRN" local up "${META_FLAGS[@]}" --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
         --nbd-port "$NBD_PORT" --http-port "$HTTP_PORT" --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
     LOCAL_UP_PID=$!
     for _ in $(seq 1 300); do
-        grep -q "Press Ctrl-C" "$T/local-up.log" 2>/dev/null && { log "cluster up ($nodes nodes)"; return 0; }
+        if grep -q "Press Ctrl-C" "$T/local-up.log" 2>/dev/null; then
+            if [ ${#META_FLAGS[@]} -gt 0 ]; then
+                grep -q "metadata: etcd" "$T/local-up.log" || fail "the manager is not on etcd"
+            fi
+            log "cluster up ($nodes nodes, metadata ${CAIRN_TEST_META:-sqlite})"; return 0
+        fi
         kill -0 "$LOCAL_UP_PID" 2>/dev/null || { cat "$T/local-up.log"; fail "cairn local up exited"; }
         sleep 0.1
     done
