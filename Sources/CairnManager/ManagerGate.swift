@@ -1,9 +1,11 @@
 // The HTTP port of a manager process that may or may not lead (several managers on one
 // etcd, see docs/ARCHITECTURE.md "Highly available managers"). While it leads, requests
-// go to its ManagerAPI; while it stands by, /healthz is ok, /readyz is 503 (so a load
-// balancer or Kubernetes Service sends nothing here) and every /v1 call is refused with
+// go to its ManagerAPI; while it stands by, /healthz is ok, /metrics serves the process's
+// metrics, /readyz is 503 (so a load balancer or Kubernetes Service sends nothing here)
+// and every /v1 call is refused with
 // 503 `unavailable` naming the leader, which ManagerClient takes as "try the next manager".
 import CairnCore
+import CairnMetrics
 import CairnNet
 
 public final class ManagerGate: @unchecked Sendable {
@@ -27,6 +29,8 @@ public final class ManagerGate: @unchecked Sendable {
         switch (req.method, req.path) {
         case ("GET", "/healthz"): return .text("ok\n")
         case ("GET", "/readyz"): return .text("standing by: \(who)\n", status: 503)
+        case ("GET", "/metrics"):
+            return HTTPResponse(status: 200, contentType: MetricsEndpoint.contentType, body: await MetricsRegistry.shared.scrape())
         default:
             return ManagerAPI.error(.unavailable("this manager is standing by (\(who)); ask the leader"), status: 503)
         }
