@@ -1,5 +1,5 @@
 import CairnMetrics
-import CairnNet
+@testable import CairnNet
 import XCTest
 
 final class HealthTests: XCTestCase {

@@ -12,8 +12,8 @@ final class MetricsRegistryTests: XCTestCase {
 
     func testCounterGaugeAndHistogramAreEmittedWithTypeAndHelp() async {
         let r = MetricsRegistry()
-        r.counter("requests", help: "Requests.", labels: [("op", "read")]).increment(by: 3)
-        r.gauge("capacity", unit: .bytes, help: "Capacity.").set(4096)
+        r.counter("requests", help: "Requests.", labels: [("op", "read")]).increment(by: Int64(3))
+        r.gauge("capacity", unit: .bytes, help: "Capacity.").set(to: 4096)
         r.latency("request_duration", help: "Latency.").record(.milliseconds(3))
         let out = await text(r)
         XCTAssertTrue(out.contains("# TYPE cairn_requests_total counter"), out)
@@ -41,7 +41,7 @@ final class MetricsRegistryTests: XCTestCase {
         let r = MetricsRegistry()
         let g = r.gauge("scrapes", help: "Scrapes.")
         let n = Counted()
-        r.onScrape { g.set(Double(n.next())) }
+        r.onScrape { g.set(to: Double(n.next())) }
         _ = await r.scrape()
         let out = await text(r)
         XCTAssertTrue(out.contains("cairn_scrapes 2.0"), out)
@@ -50,19 +50,20 @@ final class MetricsRegistryTests: XCTestCase {
     func testAKeyedHookReplacesTheEarlierOne() async {
         let r = MetricsRegistry()
         let g = r.gauge("leader_term", help: "Term.")
-        r.onScrape(key: "manager") { g.set(1) }
-        r.onScrape(key: "manager") { g.set(2) }
+        r.onScrape(key: "manager") { g.set(to: 1) }
+        r.onScrape(key: "manager") { g.set(to: 2) }
         let out = await text(r)
         XCTAssertTrue(out.contains("cairn_leader_term 2.0"), out)
-        g.set(0)
-        r.onScrape(key: "other") { g.increment(by: 10) }
-        XCTAssertTrue(await text(r).contains("cairn_leader_term 12.0"))
+        g.set(to: 0)
+        r.onScrape(key: "other") { g.increment(by: 10.0) }
+        let again = await text(r)
+        XCTAssertTrue(again.contains("cairn_leader_term 12.0"), again)
     }
 
     func testRemovedGaugesDisappear() async {
         let r = MetricsRegistry()
         let g = r.gauge("node_up", help: "Up.", labels: [("node", "n1")])
-        g.set(1)
+        g.set(to: 1)
         r.remove(g)
         let out = await text(r)
         XCTAssertFalse(out.contains(#"node="n1""#), out)
