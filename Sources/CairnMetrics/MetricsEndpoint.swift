@@ -14,7 +14,7 @@ public struct MetricsEndpoint: Sendable {
 
     /// The answer for one of the three paths; nil for any other request.
     public func handle(_ req: HTTPRequest) async -> HTTPResponse? {
-        guard req.method == "GET" || req.method == "HEAD" else { return nil }
+        guard req.method == "GET" else { return nil }
         switch req.path {
         case "/metrics":
             return HTTPResponse(status: 200, contentType: Self.contentType, body: await registry.scrape())
