@@ -100,7 +100,7 @@ struct NodeCommand: AsyncParsableCommand {
 struct VolumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "volume", abstract: "Volumes.",
-        subcommands: [Create.self, List.self, Get.self, Delete.self, Resize.self, Import.self, Export.self, Verify.self])
+        subcommands: [Create.self, List.self, Get.self, Delete.self, Resize.self, Set.self, Import.self, Export.self, Verify.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a volume.")
@@ -161,6 +161,22 @@ struct VolumeCommand: AsyncParsableCommand {
             try await runReporting {
                 try await client.managerClient().deleteVolume(name, force: force)
                 if client.output == .table { print("deleted volume \(name)") }
+            }
+        }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change a volume's access: --read-only true makes every export read-only and refuses writers.")
+        @Argument var name: String
+        @Option(name: .customLong("read-only"), help: "true or false.") var readOnly: Bool
+        @Flag(help: "Fence out an attached writer when making the volume read-only.") var force = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            try await runReporting {
+                let v = try await client.managerClient().setReadOnly(name, readOnly: readOnly, force: force)
+                if client.output == .json { return try printJSON(v) }
+                print("volume \(v.name) is now \(v.readOnly ? "read-only" : "writable")")
             }
         }
     }

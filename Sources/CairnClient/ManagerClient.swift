@@ -106,6 +106,10 @@ public final class ManagerClient: @unchecked Sendable {
         try await call("POST", "/v1/volumes/\(Self.escape(name))/resize", body: try encode(ResizeVolumeRequest(sizeBytes: sizeBytes)),
                        as: VolumeRecord.self)
     }
+    public func setReadOnly(_ name: String, readOnly: Bool, force: Bool) async throws -> VolumeRecord {
+        try await call("POST", "/v1/volumes/\(Self.escape(name))/read-only",
+                       body: try encode(SetReadOnlyRequest(readOnly: readOnly, force: force)), as: VolumeRecord.self)
+    }
     public func map(_ name: String) async throws -> VolumeMap {
         try await call("GET", "/v1/volumes/\(Self.escape(name))/map", as: VolumeMap.self)
     }

@@ -33,6 +33,13 @@ public struct ResizeVolumeRequest: Codable, Sendable {
     public init(sizeBytes: UInt64) { self.sizeBytes = sizeBytes }
 }
 
+/// Makes a volume read-only or writable again; `force` fences out an attached writer.
+public struct SetReadOnlyRequest: Codable, Sendable {
+    public var readOnly: Bool
+    public var force: Bool
+    public init(readOnly: Bool, force: Bool) { self.readOnly = readOnly; self.force = force }
+}
+
 public struct AttachRequest: Codable, Sendable {
     public var client: String
     /// Take the volume from another writer, fencing it first.

@@ -197,6 +197,24 @@ public final class Manager: @unchecked Sendable {
         return updated
     }
 
+    /// Makes the volume read-only (no writer may attach; the block exports are read-only)
+    /// or writable again. An attached writer is refused unless `force`, which detaches it;
+    /// the epoch bump and fence push then stop its writes on every replica.
+    public func setReadOnly(_ name: String, readOnly: Bool, force: Bool) async throws -> VolumeRecord {
+        let updated = try await mutateVolume(name) { v in
+            if readOnly, let w = v.writer {
+                guard force else {
+                    throw CairnError.conflict("volume '\(name)' is attached to \(w); detach it there or use --force to fence it out")
+                }
+                v.writer = nil
+            }
+            v.readOnly = readOnly
+        }
+        logger.info("volume access changed", metadata: ["volume": "\(name)", "readOnly": "\(readOnly)", "epoch": "\(updated.epoch)"])
+        await pushFence(updated)
+        return updated
+    }
+
     /// Applies `change` to the volume and bumps its epoch, with compare-and-swap.
     func mutateVolume(_ name: String, _ change: (inout VolumeRecord) throws -> Void) async throws -> VolumeRecord {
         for _ in 0..<MetaLimits.updateRetriesMax {
@@ -230,6 +248,10 @@ public final class Manager: @unchecked Sendable {
         if req.readOnly { return try await map(name) }
         guard !req.client.isEmpty else { throw CairnError.invalidArgument("attach needs a client id") }
         let v = try await mutateVolume(name) { v in
+            guard !v.readOnly else {
+                throw CairnError.invalidArgument(
+                    "volume '\(name)' is read-only; make it writable with: cairn volume set \(name) --read-only false")
+            }
             if let w = v.writer, w != req.client, !req.force {
                 throw CairnError.conflict("volume '\(name)' is attached to \(w); detach it there or attach with --force")
             }

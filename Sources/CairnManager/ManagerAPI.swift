@@ -10,6 +10,7 @@
 //   GET    /v1/volumes/{name}                       VolumeStatus
 //   DELETE /v1/volumes/{name}[?force=1]
 //   POST   /v1/volumes/{name}/resize                ResizeVolumeRequest -> VolumeRecord
+//   POST   /v1/volumes/{name}/read-only             SetReadOnlyRequest -> VolumeRecord
 //   GET    /v1/volumes/{name}/map                   VolumeMap
 //   POST   /v1/volumes/{name}/attach                AttachRequest -> VolumeMap
 //   POST   /v1/volumes/{name}/detach                DetachRequest
@@ -84,6 +85,10 @@ public struct ManagerAPI: Sendable {
         if let a = at("DELETE", "volumes/*") {
             try await manager.deleteVolume(a[0], force: req.query["force"] == "1")
             return try Self.json(["deleted": a[0]])
+        }
+        if let a = at("POST", "volumes/*/read-only") {
+            let r: SetReadOnlyRequest = try Self.decode(req.body)
+            return try Self.json(await manager.setReadOnly(a[0], readOnly: r.readOnly, force: r.force))
         }
         if let a = at("POST", "volumes/*/resize") {
             let r: ResizeVolumeRequest = try Self.decode(req.body)

@@ -90,6 +90,39 @@ final class ManagerVolumeTests: XCTestCase {
         await assertEq(try await h.manager.volume("vol"), grown)
     }
 
+    func testARetriedCreateReturnsTheSameVolume() async throws {
+        let h = Harness()
+        try await h.addNodes(3)
+        let request = CreateVolumeRequest(name: "r", sizeBytes: 4 << 20, requestID: "req-1")
+        let first = try await h.manager.createVolume(request)
+        await assertEq(try await h.manager.createVolume(request), first)
+        await assertThrowsCairnError({
+            try await h.manager.createVolume(CreateVolumeRequest(name: "r", sizeBytes: 4 << 20, requestID: "req-2"))
+        }) { if case .alreadyExists = $0 { return true }; return false }
+        await assertEq(try await h.manager.listVolumes().count, 1)
+    }
+
+    func testReadOnlyRefusesWritersAndNeedsForceAgainstOne() async throws {
+        let h = Harness()
+        try await h.addNodes(3)
+        _ = try await h.attachedVolumeWithChunk()
+        let before = try await h.manager.volume("vol")
+        await assertThrowsCairnError({ try await h.manager.setReadOnly("vol", readOnly: true, force: false) }, isConflict)
+        let ro = try await h.manager.setReadOnly("vol", readOnly: true, force: true)
+        XCTAssertTrue(ro.readOnly)
+        XCTAssertNil(ro.writer, "the writer was fenced out")
+        XCTAssertEqual(ro.epoch, before.epoch + 1)
+        XCTAssertEqual(h.nodes.fencedNodes(epoch: ro.epoch), ["n1", "n2", "n3"])
+        await assertThrowsCairnError({
+            try await h.manager.attach("vol", AttachRequest(client: "w", force: true, readOnly: false))
+        }, isInvalidArgument)
+        _ = try await h.manager.attach("vol", AttachRequest(client: "r", force: false, readOnly: true))
+        let rw = try await h.manager.setReadOnly("vol", readOnly: false, force: false)
+        XCTAssertFalse(rw.readOnly)
+        _ = try await h.manager.attach("vol", AttachRequest(client: "w", force: false, readOnly: false))
+        await assertEq(try await h.manager.volume("vol").writer, "w")
+    }
+
     func testDeleteOfAnAttachedVolumeNeedsForce() async throws {
         let h = Harness()
         try await h.addNodes(3)
