@@ -6,7 +6,9 @@
 // EtcdMetaStore fences every metadata write on that revision, so a leader that lost the
 // key (lease expired during a pause, network cut) cannot change anything even before it
 // notices. The leader refreshes its lease every ttl/3; when the lease is gone, the key
-// moved, or etcd could not confirm the lease for a whole ttl, it steps down. Candidates
+// moved, or etcd could not confirm the lease for 2/3 of a ttl, it steps down (before the
+// lease can have expired in etcd, so two managers never both believe they lead for long;
+// the fence makes even that harmless). Candidates
 // that lost watch the key and try again as soon as it is deleted (or every 2 ttl, in case
 // a watch misses). A leader that stops cleanly revokes its lease, so a successor takes
 // over at once instead of after the ttl.
@@ -34,9 +36,14 @@ public final class EtcdLeaderElection: @unchecked Sendable {
         guard ttlSeconds >= 2, ttlSeconds <= 3600 else {
             throw CairnError.invalidArgument("leader lease ttl \(ttlSeconds)s is outside 2...3600 s")
         }
-        self.client = client; self.key = key; self.candidate = candidate
+        // Its own client whose calls give up within half a ttl, so `hold` notices an
+        // unreachable etcd before the lease could have expired there.
+        let quick = try EtcdClient(endpoints: client.endpoints, group: client.group)
+        quick.callTimeout = .milliseconds(ttlSeconds * 500)
+        quick.retryWindow = .milliseconds(ttlSeconds * 500)
+        self.client = quick; self.key = key; self.candidate = candidate
         self.ttlSeconds = ttlSeconds; self.logger = logger
-        raw = try EtcdMetaStore(client: client, namespace: "")
+        raw = try EtcdMetaStore(client: quick, namespace: "")
     }
 
     /// The address in the leader key, if some candidate leads.
@@ -113,7 +120,7 @@ public final class EtcdLeaderElection: @unchecked Sendable {
             } catch let e as CancellationError {
                 throw e
             } catch {
-                if ContinuousClock.now - confirmed > .seconds(ttlSeconds) {
+                if ContinuousClock.now - confirmed > .milliseconds(ttlSeconds * 1000 * 2 / 3) {
                     logger.warning("leader election: etcd unreachable for a whole lease; stepping down",
                                    metadata: ["error": "\(error)"])
                     return
