@@ -107,10 +107,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .target(
+            name: "CairnFS",
+            dependencies: ["CairnCore", "CairnMeta", "CairnClient", "CairnNet", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .target(name: "CairnFuse", dependencies: ["CFuse3", "CairnFS", "CairnCore"], swiftSettings: swiftSettings),
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnFS", "CairnFuse",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -132,6 +138,7 @@ let package = Package(
             name: "CairnMetaTests",
             dependencies: ["CairnMeta", "CairnEtcd", "CairnCore", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings),
+        .testTarget(name: "CairnFSTests", dependencies: ["CairnFS", "CairnMeta", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CairnManagerTests",

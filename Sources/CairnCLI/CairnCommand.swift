@@ -10,6 +10,7 @@ public struct CairnCommand: AsyncParsableCommand {
         subcommands: [
             LocalCommand.self, ManagerCommand.self, StorageCommand.self, StatusCommand.self,
             VolumeCommand.self, NodeCommand.self, BenchCommand.self, GatewayCommand.self,
+            MountCommand.self, UmountCommand.self,
         ])
     public init() {}
 }

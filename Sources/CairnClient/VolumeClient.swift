@@ -35,6 +35,10 @@ public struct VolumeClientOptions: Sendable {
     public var attemptsMax = 64
     /// The frontend label of this client's I/O metrics (nbd, iscsi, fuse, cli).
     public var frontend = "library"
+    /// A reader of a volume another client writes (a filesystem mount reading another
+    /// mount's data volume) re-reads the map before taking a chunk it does not know for a
+    /// hole: the chunk may have been allocated after this client read the map.
+    public var refreshMapBeforeHoleRead = false
     public init(clientID: String, readOnly: Bool = false, force: Bool = false, localNode: NodeID? = nil) {
         self.clientID = clientID; self.readOnly = readOnly; self.force = force; self.localNode = localNode
     }
@@ -334,9 +338,17 @@ public final class VolumeClient: @unchecked Sendable {
 
     func readPiece(_ p: Piece) async throws -> ByteBuffer {
         var lastError: Error = CairnError.io("no replica of chunk \(p.chunk) of '\(name)' could be read")
+        var refreshedForHole = false
         for _ in 0..<options.attemptsMax {
             let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[p.chunk], $0.addresses) }
-            guard let chunk else { return ByteBuffer(repeating: 0, count: p.length) }
+            guard let chunk else {
+                if options.refreshMapBeforeHoleRead && !refreshedForHole {
+                    refreshedForHole = true
+                    try await refresh()
+                    continue
+                }
+                return ByteBuffer(repeating: 0, count: p.length)
+            }
             let address = ChunkAddress(volume: v.id, chunk: p.chunk, epoch: v.epoch)
             var corrupt: [NodeID] = []
             var stale = false

@@ -16,6 +16,7 @@
 //   POST   /v1/volumes/{name}/detach                DetachRequest
 //   POST   /v1/volumes/{name}/chunks/{i}/allocate   AllocateChunkRequest -> VolumeMap
 //   POST   /v1/volumes/{name}/chunks/{i}/failed     ReplicaFailureReport -> VolumeMap
+//   POST   /v1/fs/{name}/meta/{op}                  metadata proxy of a filesystem (FilesystemMetaAPI.swift)
 // Errors: a status code and APIErrorBody {error, message[, epoch]}.
 import CairnCore
 import CairnMetrics
@@ -109,6 +110,7 @@ public struct ManagerAPI: Sendable {
         if let a = at("POST", "volumes/*/chunks/*/failed") {
             return try Self.json(await manager.reportFailure(a[0], index: try Self.chunkIndex(a[1]), try Self.decode(req.body)))
         }
+        if let a = at("POST", "fs/*/meta/*") { return try await filesystemMeta(a[0], a[1], req) }
         return Self.error(CairnError.notFound("no such endpoint \(req.method) \(req.path)"), status: 404)
     }
 

@@ -1,0 +1,4 @@
+// libfuse3's low-level API at version 3.12: with it fuse_session_loop_mt and the
+// fuse_loop_cfg_* functions are real functions Swift can call (see TOOLCHAIN.md).
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>

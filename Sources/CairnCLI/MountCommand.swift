@@ -1,0 +1,124 @@
+// `cairn mount FS MOUNTPOINT` (a foreground FUSE daemon) and `cairn umount MOUNTPOINT`.
+//
+// A mount creates its own data volume `<fs>.d.<mount id>` (replicated like the
+// filesystem volume) and is its only writer; its metadata goes through the manager's
+// metadata proxy, so any number of mounts on any hosts share one namespace.
+import ArgumentParser
+import CairnClient
+import CairnCore
+import CairnFS
+import CairnFuse
+import CairnMeta
+import CairnNet
+import Foundation
+
+struct MountCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a shared filesystem volume with FUSE (runs in the foreground until unmounted or signalled).")
+    @Argument(help: "The filesystem volume (created with `cairn volume create NAME --kind filesystem`).") var name: String
+    @Argument(help: "An existing empty directory.") var mountpoint: String
+    @Option(name: .customShort("o"), help: "Mount options, comma separated: allow_other, ro.") var options: [String] = []
+    @Option(help: "Seconds the kernel may cache attributes (0: every stat asks the store).") var attrTimeout: Double = 0
+    @Option(help: "Seconds the kernel may cache names.") var entryTimeout: Double = 0
+    @Option(help: "Size of this mount's data volume (thin: space is used as data is written).") var dataVolumeSize: SizeArgument = SizeArgument(argument: "256GiB")!
+    @OptionGroup var client: ClientOptions
+
+    /// A data volume's name adds ".d." and 8 hex digits to the filesystem's.
+    static let nameBytesMax = 63 - 11
+
+    func run() async throws {
+        try await runReporting {
+            var mountOptions = FuseMountOptions()
+            mountOptions.sourceName = "cairn:\(name)"
+            for o in options.flatMap({ $0.split(separator: ",") }) {
+                switch o {
+                case "allow_other": mountOptions.allowOther = true
+                case "ro": mountOptions.readOnly = true
+                case "rw": mountOptions.readOnly = false
+                default: throw CairnError.invalidArgument("unknown mount option '\(o)': use allow_other, ro")
+                }
+            }
+            guard name.utf8.count <= Self.nameBytesMax else {
+                throw CairnError.invalidArgument("a filesystem name has at most \(Self.nameBytesMax) characters")
+            }
+            let c = try ClientConfig.resolve(manager: client.manager, secretFile: client.secretFile)
+            let mc = ManagerClient(baseURL: c.manager, secret: c.secret, group: Runtime.group)
+            let fsVolume = try await mc.volume(name).volume
+            guard fsVolume.kind == .filesystem else {
+                throw CairnError.invalidArgument("volume '\(name)' is a \(fsVolume.kind.rawValue) volume; create one with --kind filesystem")
+            }
+            if try FuseSession.cleanStaleMount(mountpoint) {
+                FileHandle.standardError.write(Data("cairn: cleaned up a stale mount on \(mountpoint)\n".utf8))
+            }
+            let slices = try await openDataVolume(fsVolume, mc: mc, secret: c.secret)
+            let store = RemoteMetaStore(managers: c.manager, secret: c.secret, filesystem: name, group: Runtime.group)
+            let fs = FileSystem(store: store, prefix: MetaWire.filesystemPrefix(name), data: slices, now: {
+                var ts = timespec()
+                clock_gettime(CLOCK_REALTIME, &ts)
+                return FSTime(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
+            })
+            try await fs.ensureRoot(uid: getuid(), gid: getgid())
+            let handler = FuseHandler(fs: fs, timeouts: FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)) {
+                guard let s = try? await mc.status() else { return (0, 0) }
+                return (s.capacityBytes, s.capacityBytes > s.usedBytes ? s.capacityBytes - s.usedBytes : 0)
+            }
+            let mountpoint = self.mountpoint
+            let options = mountOptions
+            let announcement = "mounted \(name) on \(mountpoint) (data volume \(slices.writer.name))"
+            let result: Result<Void, Error> = await withCheckedContinuation { cont in
+                // libfuse's loop blocks its thread: give it one of its own.
+                let t = Thread {
+                    cont.resume(returning: Result { try FuseSession.run(handler, mountpoint: mountpoint, options: options) {
+                        print(announcement)
+                        fflush(nil)
+                    } })
+                }
+                t.start()
+            }
+            await slices.close()
+            try result.get()
+            print("unmounted \(mountpoint)")
+        }
+    }
+
+    /// Creates and attaches this mount's data volume; other mounts' volumes open read-only.
+    func openDataVolume(_ fsVolume: VolumeRecord, mc: ManagerClient, secret: String) async throws -> VolumeSliceStore {
+        let mountID = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
+        let dataName = "\(name).d.\(mountID)"
+        _ = try await mc.createVolume(CreateVolumeRequest(
+            name: dataName, sizeBytes: dataVolumeSize.bytes / 4096 * 4096, replicas: fsVolume.replicas,
+            replicasMin: fsVolume.replicasMin, kind: .block, requestID: "mount-\(mountID)"))
+        let clientID = "fuse-\(ProcessInfo.processInfo.hostName)-\(mountID)"
+        let pool = DataConnectionPool(secret: secret, client: clientID, group: Runtime.group)
+        var writerOptions = VolumeClientOptions(clientID: clientID)
+        writerOptions.localNode = ProcessInfo.processInfo.environment["CAIRN_LOCAL_NODE"]
+        writerOptions.frontend = "fuse"
+        var readerOptions = writerOptions
+        readerOptions.readOnly = true
+        readerOptions.refreshMapBeforeHoleRead = true
+        let readOnly = readerOptions
+        let logger = Runtime.logger("cairn.fuse")
+        let writer = try await VolumeClient.open(dataName, control: mc, transport: pool, options: writerOptions, logger: logger)
+        return VolumeSliceStore(writer: writer) { volume in
+            try await VolumeClient.open(volume, control: mc, transport: pool, options: readOnly, logger: logger)
+        }
+    }
+}
+
+struct UmountCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umount", abstract: "Unmount a Cairn FUSE mount (its daemon then exits).")
+    @Argument var mountpoint: String
+
+    func run() async throws {
+        try await runReporting {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "fusermount3 -u \"$0\"", mountpoint]
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw CairnError.io("fusermount3 -u \(mountpoint) failed") }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+// One optimistic metadata transaction: reads are recorded with their modRevision (0 for
+// a key that does not exist), writes are staged, and commit applies the writes only if
+// every key read is unchanged. `FSKeys.transact` retries a body that lost a race.
+import CairnCore
+import CairnMeta
+import Foundation
+
+final class FSTransaction {
+    let store: MetaStore
+    private var revisions: [String: Int64] = [:]
+    private var values: [String: [UInt8]?] = [:]
+    private var writes: [String: TxnOp] = [:]
+    private var order: [String] = []
+
+    init(store: MetaStore) { self.store = store }
+
+    /// The key's value as this transaction sees it (its own staged writes included).
+    func get(_ key: String) async throws -> [UInt8]? {
+        if let staged = writes[key] {
+            if case .put(_, let v) = staged { return v }
+            return nil
+        }
+        if let cached = values[key] { return cached }
+        let kv = try await store.get(key)
+        revisions[key] = kv?.modRevision ?? 0
+        values[key] = kv?.value
+        return kv?.value
+    }
+
+    func getJSON<T: Decodable>(_ key: String, as: T.Type) async throws -> T? {
+        guard let bytes = try await get(key) else { return nil }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        } catch {
+            throw FSError.io("metadata record \(key) is unreadable: \(error)")
+        }
+    }
+
+    /// Records that the transaction depends on `key` having exactly this revision.
+    func depend(on key: String, modRevision: Int64) {
+        if revisions[key] == nil { revisions[key] = modRevision }
+    }
+
+    func put<T: Encodable>(_ key: String, _ value: T) throws {
+        stage(key, .put(key: key, value: [UInt8](try JSONEncoder().encode(value))))
+    }
+
+    func delete(_ key: String) { stage(key, .delete(key: key)) }
+
+    private func stage(_ key: String, _ op: TxnOp) {
+        if writes[key] == nil { order.append(key) }
+        writes[key] = op
+    }
+
+    /// Applies the staged writes if nothing read has changed; false if it lost a race.
+    func commit() async throws -> Bool {
+        guard !writes.isEmpty else { return true }
+        precondition(writes.count <= MetaLimits.txnOpsMax, "a filesystem transaction writes at most \(MetaLimits.txnOpsMax) keys")
+        let compares = revisions.sorted { $0.key < $1.key }.map { TxnCompare.modRevision(key: $0.key, equals: $0.value) }
+        let result = try await store.txn(compare: compares, success: order.map { writes[$0]! }, failure: [])
+        return result.succeeded
+    }
+}
+
+/// The key layout of one filesystem.
+struct FSKeys: Sendable {
+    let prefix: String
+    func inode(_ ino: InodeNumber) -> String { prefix + "i/" + Self.hex(ino) }
+    func entries(_ dir: InodeNumber) -> String { prefix + "d/" + Self.hex(dir) + "/" }
+    func entry(_ dir: InodeNumber, _ name: String) -> String { entries(dir) + name }
+    var inodeCounter: String { prefix + "next-ino" }
+
+    static func hex(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

@@ -1,0 +1,441 @@
+// The filesystem operations, each one metadata transaction (see Inode.swift for the
+// invariants). Permission checks are the kernel's (mounts use default_permissions);
+// this layer keeps the namespace and the file maps consistent.
+import CairnCore
+import CairnMeta
+import Foundation
+
+/// Attribute changes of a setattr; nil fields stay as they are.
+public struct AttributeChanges: Sendable {
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: UInt64?
+    public var atime: FSTime?
+    public var mtime: FSTime?
+    public init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
+                atime: FSTime? = nil, mtime: FSTime? = nil) {
+        self.mode = mode; self.uid = uid; self.gid = gid; self.size = size; self.atime = atime; self.mtime = mtime
+    }
+}
+
+public struct RenameFlags: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Fail with EEXIST if the new name exists (Linux RENAME_NOREPLACE).
+    public static let noReplace = RenameFlags(rawValue: 1)
+    /// Swap the two names atomically (Linux RENAME_EXCHANGE).
+    public static let exchange = RenameFlags(rawValue: 2)
+}
+
+public final class FileSystem: @unchecked Sendable {
+    public static let rootInode: InodeNumber = 1
+    public static let nameBytesMax = 255
+    /// Largest file size (the kernel's limit for FUSE is far above what a map can hold).
+    public static let fileSizeMax: UInt64 = 1 << 50
+    public static let xattrValueBytesMax = 65_536
+    /// Inode numbers a mount reserves at a time.
+    static let inodeBatch: UInt64 = 256
+    /// Attempts of one operation that keeps losing races at the store.
+    static let attemptsMax = 1000
+
+    let store: MetaStore
+    let keys: FSKeys
+    let data: SliceStore
+    public let now: @Sendable () -> FSTime
+    /// Reserved inode numbers not handed out yet: [next, end).
+    private let reserved = Locked<(next: UInt64, end: UInt64)>((0, 0))
+
+    /// - Parameter prefix: where this filesystem's keys live, e.g. "/fs/home/".
+    public init(store: MetaStore, prefix: String, data: SliceStore, now: @escaping @Sendable () -> FSTime) {
+        precondition(prefix.hasSuffix("/"), "a filesystem prefix ends with '/'")
+        self.store = store; self.keys = FSKeys(prefix: prefix); self.data = data; self.now = now
+    }
+
+    func transact<R>(_ body: (FSTransaction) async throws -> R) async throws -> R {
+        for _ in 0..<Self.attemptsMax {
+            let t = FSTransaction(store: store)
+            let r = try await body(t)
+            if try await t.commit() { return r }
+        }
+        throw FSError.io("a metadata transaction lost the race \(Self.attemptsMax) times")
+    }
+
+    /// Creates the root directory unless it exists; returns it.
+    @discardableResult
+    public func ensureRoot(uid: UInt32, gid: UInt32, mode: UInt32 = 0o755) async throws -> Inode {
+        try await transact { t in
+            if let root = try await t.getJSON(keys.inode(Self.rootInode), as: Inode.self) { return root }
+            var root = Inode(ino: Self.rootInode, mode: FileType.directory | mode, uid: uid, gid: gid, now: now())
+            root.parent = Self.rootInode
+            try t.put(keys.inode(Self.rootInode), root)
+            return root
+        }
+    }
+
+    func allocateInode() async throws -> InodeNumber {
+        if let n = reserved.withLock({ r -> UInt64? in
+            guard r.next < r.end else { return nil }
+            defer { r.next += 1 }
+            return r.next
+        }) { return n }
+        // The counter holds the first number nobody reserved; the root is 1.
+        let end = try await store.update(key: keys.inodeCounter, retries: MetaLimits.updateRetriesMax) { (c: UInt64?) in
+            (c ?? Self.rootInode + 1) + Self.inodeBatch
+        }!
+        let first = end - Self.inodeBatch
+        reserved.withLock { $0 = (first + 1, end) }
+        return first
+    }
+
+    // MARK: - Reads
+
+    public func getattr(_ ino: InodeNumber) async throws -> Inode {
+        guard let (node, _) = try await store.getJSON(keys.inode(ino), as: Inode.self) else {
+            throw FSError.noEntry("no inode \(ino)")
+        }
+        return node
+    }
+
+    public func lookup(_ parent: InodeNumber, _ name: String) async throws -> Inode {
+        try Self.validate(name)
+        guard let (entry, _) = try await store.getJSON(keys.entry(parent, name), as: DirEntry.self) else {
+            throw FSError.noEntry("no entry '\(name)' in directory \(parent)")
+        }
+        return try await getattr(entry.ino)
+    }
+
+    public func readlink(_ ino: InodeNumber) async throws -> String {
+        let node = try await getattr(ino)
+        guard let target = node.target else { throw FSError.invalid("inode \(ino) is not a symlink") }
+        return target
+    }
+
+    /// The directory's entries in name order, "." and ".." first.
+    public func readdir(_ ino: InodeNumber) async throws -> [(name: String, entry: DirEntry)] {
+        let dir = try await getattr(ino)
+        guard dir.isDirectory else { throw FSError.notDirectory("inode \(ino) is not a directory") }
+        let prefix = keys.entries(ino)
+        var out: [(name: String, entry: DirEntry)] = [
+            (".", DirEntry(ino: ino, type: FileType.directory)),
+            ("..", DirEntry(ino: dir.parent ?? ino, type: FileType.directory)),
+        ]
+        for kv in try await store.rangeAll(prefix: prefix) {
+            out.append((String(kv.key.dropFirst(prefix.count)), try Self.decode(kv.value, as: DirEntry.self)))
+        }
+        return out
+    }
+
+    public func read(_ ino: InodeNumber, offset: UInt64, length: Int) async throws -> [UInt8] {
+        let node = try await getattr(ino)
+        guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
+        guard offset < node.size, length > 0 else { return [] }
+        let end = min(node.size, offset + UInt64(length))
+        var out = [UInt8](repeating: 0, count: Int(end - offset))
+        for s in node.slices where s.fileEnd > offset && s.fileOffset < end {
+            let from = max(s.fileOffset, offset), to = min(s.fileEnd, end)
+            let bytes = try await data.read(volume: s.volume, offset: s.volumeOffset + (from - s.fileOffset), length: Int(to - from))
+            out.replaceSubrange(Int(from - offset)..<Int(to - offset), with: bytes)
+        }
+        return out
+    }
+
+    // MARK: - Creating names
+
+    /// mknod, mkdir, create and symlink: a new inode of `mode` under a new name.
+    public func makeNode(_ parent: InodeNumber, _ name: String, mode: UInt32, uid: UInt32, gid: UInt32,
+                         rdev: UInt64 = 0, target: String? = nil) async throws -> Inode {
+        try Self.validate(name)
+        let ino = try await allocateInode()
+        return try await transact { t in
+            var dir = try await directory(t, parent)
+            guard try await t.get(keys.entry(parent, name)) == nil else { throw FSError.exists("'\(name)' exists") }
+            var node = Inode(ino: ino, mode: mode, uid: uid, gid: gid, now: now())
+            node.rdev = rdev
+            if let target { node.target = target; node.size = UInt64(target.utf8.count) }
+            // A setgid directory hands its group (and, to directories, the bit) down.
+            if dir.mode & 0o2000 != 0 {
+                node.gid = dir.gid
+                if node.isDirectory { node.mode |= 0o2000 }
+            }
+            if node.isDirectory { node.parent = parent; dir.nlink += 1 }
+            touch(&dir)
+            try t.put(keys.inode(parent), dir)
+            try t.put(keys.inode(ino), node)
+            try t.put(keys.entry(parent, name), DirEntry(ino: ino, type: node.type))
+            return node
+        }
+    }
+
+    public func link(_ ino: InodeNumber, _ parent: InodeNumber, _ name: String) async throws -> Inode {
+        try Self.validate(name)
+        return try await transact { t in
+            var node = try await inode(t, ino)
+            guard !node.isDirectory else { throw FSError.notPermitted("hard links to directories are not allowed") }
+            var dir = try await directory(t, parent)
+            guard try await t.get(keys.entry(parent, name)) == nil else { throw FSError.exists("'\(name)' exists") }
+            guard node.nlink < UInt32.max else { throw FSError.tooManyLinks("inode \(ino) has too many links") }
+            node.nlink += 1
+            node.ctime = now()
+            touch(&dir)
+            try t.put(keys.inode(ino), node)
+            try t.put(keys.inode(parent), dir)
+            try t.put(keys.entry(parent, name), DirEntry(ino: ino, type: node.type))
+            return node
+        }
+    }
+
+    // MARK: - Removing names
+
+    public func unlink(_ parent: InodeNumber, _ name: String) async throws {
+        try Self.validate(name)
+        try await transact { t in
+            var dir = try await directory(t, parent)
+            let entry = try await entry(t, parent, name)
+            let node = try await inode(t, entry.ino)
+            guard !node.isDirectory else { throw FSError.isDirectory("'\(name)' is a directory") }
+            t.delete(keys.entry(parent, name))
+            try dropLink(t, node)
+            touch(&dir)
+            try t.put(keys.inode(parent), dir)
+        }
+    }
+
+    public func rmdir(_ parent: InodeNumber, _ name: String) async throws {
+        try Self.validate(name)
+        try await transact { t in
+            var dir = try await directory(t, parent)
+            let entry = try await entry(t, parent, name)
+            let node = try await inode(t, entry.ino)
+            guard node.isDirectory else { throw FSError.notDirectory("'\(name)' is not a directory") }
+            try await requireEmpty(node)
+            t.delete(keys.entry(parent, name))
+            t.delete(keys.inode(node.ino))
+            dir.nlink -= 1
+            touch(&dir)
+            try t.put(keys.inode(parent), dir)
+        }
+    }
+
+    /// One name of `node` is gone: the inode goes with its last link.
+    func dropLink(_ t: FSTransaction, _ node: Inode) throws {
+        var node = node
+        node.nlink -= 1
+        if node.nlink == 0 {
+            // The data slices become garbage for the collector (docs/ARCHITECTURE.md).
+            t.delete(keys.inode(node.ino))
+        } else {
+            node.ctime = now()
+            try t.put(keys.inode(node.ino), node)
+        }
+    }
+
+    /// The directory has no entries. Its inode was read through the transaction, and
+    /// every entry change rewrites that inode, so the check holds at commit.
+    func requireEmpty(_ dir: Inode) async throws {
+        let page = try await store.range(prefix: keys.entries(dir.ino), after: nil, limit: 1)
+        guard page.items.isEmpty else { throw FSError.notEmpty("directory \(dir.ino) is not empty") }
+    }
+
+    // MARK: - Rename
+
+    public func rename(_ parent: InodeNumber, _ name: String, _ newParent: InodeNumber, _ newName: String,
+                       flags: RenameFlags = []) async throws {
+        try Self.validate(name)
+        try Self.validate(newName)
+        guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else {
+            throw FSError.invalid("RENAME_NOREPLACE and RENAME_EXCHANGE together")
+        }
+        try await transact { t in
+            _ = try await directory(t, parent)
+            _ = try await directory(t, newParent)
+            let moving = try await entry(t, parent, name)
+            let existing = try await t.getJSON(keys.entry(newParent, newName), as: DirEntry.self)
+            if parent == newParent && name == newName { return }
+            if moving.type == FileType.directory { try await refuseCycle(t, moving: moving.ino, into: newParent) }
+            if flags.contains(.exchange) {
+                guard let existing else { throw FSError.noEntry("'\(newName)' does not exist") }
+                if existing.type == FileType.directory { try await refuseCycle(t, moving: existing.ino, into: parent) }
+                try t.put(keys.entry(parent, name), existing)
+                try t.put(keys.entry(newParent, newName), moving)
+                try await reparent(t, existing, from: newParent, to: parent)
+                try await reparent(t, moving, from: parent, to: newParent)
+                try await touchDirectories(t, parent, newParent)
+                return
+            }
+            if let existing {
+                guard !flags.contains(.noReplace) else { throw FSError.exists("'\(newName)' exists") }
+                if existing.ino == moving.ino { return }  // Two links of one inode: POSIX does nothing.
+                let victim = try await inode(t, existing.ino)
+                if moving.type == FileType.directory {
+                    guard victim.isDirectory else { throw FSError.notDirectory("'\(newName)' is not a directory") }
+                    try await requireEmpty(victim)
+                    t.delete(keys.inode(victim.ino))
+                    try await modify(t, newParent) { $0.nlink -= 1 }
+                } else {
+                    guard !victim.isDirectory else { throw FSError.isDirectory("'\(newName)' is a directory") }
+                    try dropLink(t, victim)
+                }
+            }
+            t.delete(keys.entry(parent, name))
+            try t.put(keys.entry(newParent, newName), moving)
+            try await reparent(t, moving, from: parent, to: newParent)
+            try await touchDirectories(t, parent, newParent)
+        }
+    }
+
+    /// A directory may not move below itself: walk up from the destination to the root.
+    func refuseCycle(_ t: FSTransaction, moving: InodeNumber, into dir: InodeNumber) async throws {
+        var at = dir
+        for _ in 0..<4096 {
+            if at == moving { throw FSError.invalid("a directory cannot move below itself") }
+            if at == Self.rootInode { return }
+            guard let up = try await inode(t, at).parent else { return }
+            at = up
+        }
+        throw FSError.io("directory \(dir) is more than 4096 levels deep")
+    }
+
+    func reparent(_ t: FSTransaction, _ entry: DirEntry, from: InodeNumber, to: InodeNumber) async throws {
+        try await modify(t, entry.ino) { node in
+            node.ctime = now()
+            if node.isDirectory { node.parent = to }
+        }
+        if entry.type == FileType.directory && from != to {
+            try await modify(t, from) { $0.nlink -= 1 }
+            try await modify(t, to) { $0.nlink += 1 }
+        }
+    }
+
+    func touchDirectories(_ t: FSTransaction, _ a: InodeNumber, _ b: InodeNumber) async throws {
+        try await modify(t, a) { touch(&$0) }
+        if b != a { try await modify(t, b) { touch(&$0) } }
+    }
+
+    // MARK: - Attributes and data
+
+    public func setattr(_ ino: InodeNumber, _ changes: AttributeChanges) async throws -> Inode {
+        try await transact { t in
+            var node = try await inode(t, ino)
+            let time = now()
+            if let mode = changes.mode { node.mode = (node.mode & FileType.mask) | (mode & 0o7777) }
+            if let uid = changes.uid { node.uid = uid }
+            if let gid = changes.gid { node.gid = gid }
+            if let size = changes.size {
+                guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
+                guard node.isRegular else { throw FSError.invalid("inode \(ino) is not a regular file") }
+                guard size <= Self.fileSizeMax else { throw FSError.tooBig("\(size) bytes is over the largest file size") }
+                node.slices = SliceMap.truncate(node.slices, size: size)
+                node.size = size
+                node.mtime = time
+            }
+            if let atime = changes.atime { node.atime = atime }
+            if let mtime = changes.mtime { node.mtime = mtime }
+            node.ctime = time
+            try t.put(keys.inode(ino), node)
+            return node
+        }
+    }
+
+    /// Writes `bytes` at `offset`: the data first, durably, as a new slice; then the map.
+    public func write(_ ino: InodeNumber, offset: UInt64, bytes: [UInt8]) async throws -> Int {
+        guard !bytes.isEmpty else { return 0 }
+        guard offset + UInt64(bytes.count) <= Self.fileSizeMax else { throw FSError.tooBig("write past the largest file size") }
+        let at = try await data.append(bytes)
+        let slice = Slice(fileOffset: offset, length: UInt64(bytes.count), volume: at.volume, volumeOffset: at.offset)
+        try await transact { t in
+            var node = try await inode(t, ino)
+            guard node.isRegular else { throw FSError.invalid("inode \(ino) is not a regular file") }
+            node.slices = SliceMap.write(node.slices, slice)
+            node.size = max(node.size, slice.fileEnd)
+            node.mtime = now()
+            node.ctime = node.mtime
+            try t.put(keys.inode(ino), node)
+        }
+        return bytes.count
+    }
+
+    // MARK: - Extended attributes
+
+    public struct XattrFlags: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let create = XattrFlags(rawValue: 1)
+        public static let replace = XattrFlags(rawValue: 2)
+    }
+
+    public func setxattr(_ ino: InodeNumber, _ name: String, _ value: [UInt8], flags: XattrFlags) async throws {
+        guard !name.isEmpty, name.utf8.count <= Self.nameBytesMax else { throw FSError.range("bad attribute name") }
+        guard value.count <= Self.xattrValueBytesMax else { throw FSError.tooBig("attribute value over \(Self.xattrValueBytesMax) bytes") }
+        try await modifyDirect(ino) { node in
+            let has = node.xattrs[name] != nil
+            if flags.contains(.create) && has { throw FSError.exists("attribute \(name) exists") }
+            if flags.contains(.replace) && !has { throw FSError.noData("no attribute \(name)") }
+            node.xattrs[name] = value
+        }
+    }
+
+    public func getxattr(_ ino: InodeNumber, _ name: String) async throws -> [UInt8] {
+        guard let v = try await getattr(ino).xattrs[name] else { throw FSError.noData("no attribute \(name)") }
+        return v
+    }
+
+    public func listxattr(_ ino: InodeNumber) async throws -> [String] { try await getattr(ino).xattrs.keys.sorted() }
+
+    public func removexattr(_ ino: InodeNumber, _ name: String) async throws {
+        try await modifyDirect(ino) { node in
+            guard node.xattrs.removeValue(forKey: name) != nil else { throw FSError.noData("no attribute \(name)") }
+        }
+    }
+
+    // MARK: - Helpers
+
+    func modifyDirect(_ ino: InodeNumber, _ body: @escaping (inout Inode) throws -> Void) async throws {
+        try await transact { t in
+            try await modify(t, ino) { node in
+                try body(&node)
+                node.ctime = now()
+            }
+        }
+    }
+
+    func modify(_ t: FSTransaction, _ ino: InodeNumber, _ body: (inout Inode) throws -> Void) async throws {
+        var node = try await inode(t, ino)
+        try body(&node)
+        try t.put(keys.inode(ino), node)
+    }
+
+    func inode(_ t: FSTransaction, _ ino: InodeNumber) async throws -> Inode {
+        guard let node = try await t.getJSON(keys.inode(ino), as: Inode.self) else { throw FSError.noEntry("no inode \(ino)") }
+        return node
+    }
+
+    func directory(_ t: FSTransaction, _ ino: InodeNumber) async throws -> Inode {
+        let node = try await inode(t, ino)
+        guard node.isDirectory else { throw FSError.notDirectory("inode \(ino) is not a directory") }
+        return node
+    }
+
+    func entry(_ t: FSTransaction, _ dir: InodeNumber, _ name: String) async throws -> DirEntry {
+        guard let e = try await t.getJSON(keys.entry(dir, name), as: DirEntry.self) else {
+            throw FSError.noEntry("no entry '\(name)' in directory \(dir)")
+        }
+        return e
+    }
+
+    func touch(_ dir: inout Inode) {
+        dir.mtime = now()
+        dir.ctime = dir.mtime
+    }
+
+    static func validate(_ name: String) throws {
+        guard !name.isEmpty, name != ".", name != "..", !name.contains("/") else { throw FSError.invalid("bad name '\(name)'") }
+        guard name.utf8.count <= nameBytesMax else { throw FSError.nameTooLong("name over \(nameBytesMax) bytes") }
+    }
+
+    static func decode<T: Decodable>(_ bytes: [UInt8], as: T.Type) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: Data(bytes)) } catch {
+            throw FSError.io("metadata record is unreadable: \(error)")
+        }
+    }
+}

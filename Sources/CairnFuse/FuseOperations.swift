@@ -1,0 +1,234 @@
+// The libfuse low-level operations table. Built in a function outside main.swift: a
+// closure formed in top-level code would be main-actor isolated and crash when a libfuse
+// worker thread calls it. The closures capture nothing (C function pointers cannot);
+// they reach the FuseHandler through fuse_req_userdata.
+import CairnFS
+import CFuse3
+import Foundation
+
+func string(_ p: UnsafePointer<CChar>?) -> String { String(cString: p!) }
+
+func makeOperations() -> fuse_lowlevel_ops {
+    var ops = fuse_lowlevel_ops()
+    ops.lookup = { req, parent, name in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in h.replyEntry(r, try await h.fs.lookup(parent, name)) }
+    }
+    ops.forget = { req, _, _ in fuse_reply_none(req) }
+    ops.getattr = { req, ino, _ in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in h.replyAttr(r, try await h.fs.getattr(ino)) }
+    }
+    ops.setattr = { req, ino, attr, toSet, _ in
+        let h = FuseHandler.of(req)
+        let changes = FuseHandler.changes(attr!.pointee, toSet: toSet, now: h.fs.now())
+        h.run(req) { r in h.replyAttr(r, try await h.fs.setattr(ino, changes)) }
+    }
+    ops.readlink = { req, ino in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            let target = try await h.fs.readlink(ino)
+            fuse_reply_readlink(r.raw, target)
+        }
+    }
+    ops.mknod = { req, parent, name, mode, rdev in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in
+            let who = h.caller(r)
+            h.replyEntry(r, try await h.fs.makeNode(parent, name, mode: mode, uid: who.uid, gid: who.gid, rdev: UInt64(rdev)))
+        }
+    }
+    ops.mkdir = { req, parent, name, mode in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in
+            let who = h.caller(r)
+            h.replyEntry(r, try await h.fs.makeNode(parent, name, mode: FileType.directory | (mode & 0o7777), uid: who.uid, gid: who.gid))
+        }
+    }
+    ops.symlink = { req, link, parent, name in
+        let h = FuseHandler.of(req), name = string(name), target = string(link)
+        h.run(req) { r in
+            let who = h.caller(r)
+            h.replyEntry(r, try await h.fs.makeNode(parent, name, mode: FileType.symlink | 0o777, uid: who.uid, gid: who.gid, target: target))
+        }
+    }
+    ops.unlink = { req, parent, name in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in
+            try await h.fs.unlink(parent, name)
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.rmdir = { req, parent, name in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in
+            try await h.fs.rmdir(parent, name)
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.rename = { req, parent, name, newParent, newName, flags in
+        let h = FuseHandler.of(req), name = string(name), newName = string(newName)
+        h.run(req) { r in
+            try await h.fs.rename(parent, name, newParent, newName, flags: RenameFlags(rawValue: flags))
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.link = { req, ino, newParent, newName in
+        let h = FuseHandler.of(req), name = string(newName)
+        h.run(req) { r in h.replyEntry(r, try await h.fs.link(ino, newParent, name)) }
+    }
+    ops.open = { req, ino, fi in
+        let h = FuseHandler.of(req)
+        let opened = fi!.pointee
+        h.run(req) { r in
+            let node = try await h.fs.getattr(ino)
+            guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
+            // No keep_cache: the kernel drops its cached pages at open (close-to-open).
+            var info = opened
+            info.keep_cache = 0
+            fuse_reply_open(r.raw, &info)
+        }
+    }
+    ops.create = { req, parent, name, mode, fi in
+        let h = FuseHandler.of(req), name = string(name)
+        let opened = fi!.pointee
+        h.run(req) { r in
+            let who = h.caller(r)
+            let node = try await h.fs.makeNode(parent, name, mode: mode, uid: who.uid, gid: who.gid)
+            var e = fuse_entry_param()
+            e.ino = node.ino
+            e.generation = 1
+            e.attr = FuseHandler.stat(of: node)
+            e.attr_timeout = h.timeouts.attributes
+            e.entry_timeout = h.timeouts.entries
+            var info = opened
+            info.keep_cache = 0
+            fuse_reply_create(r.raw, &e, &info)
+        }
+    }
+    ops.read = { req, ino, size, offset, _ in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in h.replyBytes(r, try await h.fs.read(ino, offset: UInt64(offset), length: size)) }
+    }
+    ops.write = { req, ino, buf, size, offset, _ in
+        let h = FuseHandler.of(req)
+        let bytes = [UInt8](UnsafeRawBufferPointer(start: buf, count: size))
+        h.run(req) { r in
+            let n = try await h.fs.write(ino, offset: UInt64(offset), bytes: bytes)
+            fuse_reply_write(r.raw, n)
+        }
+    }
+    // Every write is durable on the replicas and in the map before it is acknowledged,
+    // so flush and fsync have nothing left to do.
+    ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
+    ops.release = { req, _, _ in fuse_reply_err(req, 0) }
+    ops.fsync = { req, _, _, _ in fuse_reply_err(req, 0) }
+    ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
+    ops.opendir = { req, ino, fi in
+        let h = FuseHandler.of(req)
+        let opened = fi!.pointee
+        h.run(req) { r in
+            var info = opened
+            info.fh = try h.openDirectory(try await h.fs.readdir(ino))
+            fuse_reply_open(r.raw, &info)
+        }
+    }
+    ops.readdir = { req, _, size, offset, fi in
+        let h = FuseHandler.of(req)
+        h.readdir(req!, size: size, offset: offset, fh: fi!.pointee.fh)
+    }
+    ops.releasedir = { req, _, fi in
+        FuseHandler.of(req).closeDirectory(fi!.pointee.fh)
+        fuse_reply_err(req, 0)
+    }
+    ops.statfs = { req, _ in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            let c = await h.capacity()
+            var st = statvfs()
+            st.f_bsize = 4096
+            st.f_frsize = 4096
+            st.f_blocks = UInt(c.totalBytes / 4096)
+            st.f_bfree = UInt(c.freeBytes / 4096)
+            st.f_bavail = UInt(c.freeBytes / 4096)
+            st.f_files = UInt(1) << 40
+            st.f_ffree = UInt(1) << 40
+            st.f_favail = UInt(1) << 40
+            st.f_namemax = UInt(FileSystem.nameBytesMax)
+            fuse_reply_statfs(r.raw, &st)
+        }
+    }
+    ops.setxattr = { req, ino, name, value, size, flags in
+        let h = FuseHandler.of(req), name = string(name)
+        let bytes = [UInt8](UnsafeRawBufferPointer(start: value, count: size))
+        h.run(req) { r in
+            try await h.fs.setxattr(ino, name, bytes, flags: FileSystem.XattrFlags(rawValue: flags))
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.getxattr = { req, ino, name, size in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in h.replyXattr(r, try await h.fs.getxattr(ino, name), size: size) }
+    }
+    ops.listxattr = { req, ino, size in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            let names = try await h.fs.listxattr(ino)
+            h.replyXattr(r, names.flatMap { Array($0.utf8) + [0] }, size: size)
+        }
+    }
+    ops.removexattr = { req, ino, name in
+        let h = FuseHandler.of(req), name = string(name)
+        h.run(req) { r in
+            try await h.fs.removexattr(ino, name)
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    return ops
+}
+
+extension FuseHandler {
+    static func changes(_ attr: stat, toSet: Int32, now: FSTime) -> AttributeChanges {
+        func has(_ flag: Int32) -> Bool { toSet & flag != 0 }
+        func time(_ t: timespec) -> FSTime { FSTime(nanoseconds: Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec)) }
+        var c = AttributeChanges()
+        if has(FUSE_SET_ATTR_MODE) { c.mode = attr.st_mode }
+        if has(FUSE_SET_ATTR_UID) { c.uid = attr.st_uid }
+        if has(FUSE_SET_ATTR_GID) { c.gid = attr.st_gid }
+        if has(FUSE_SET_ATTR_SIZE) { c.size = UInt64(attr.st_size) }
+        if has(FUSE_SET_ATTR_ATIME_NOW) { c.atime = now } else if has(FUSE_SET_ATTR_ATIME) { c.atime = time(attr.st_atim) }
+        if has(FUSE_SET_ATTR_MTIME_NOW) { c.mtime = now } else if has(FUSE_SET_ATTR_MTIME) { c.mtime = time(attr.st_mtim) }
+        return c
+    }
+
+    /// size 0 asks for the length; a smaller buffer than the value is ERANGE.
+    func replyXattr(_ req: Request, _ value: [UInt8], size: Int) {
+        if size == 0 {
+            fuse_reply_xattr(req.raw, value.count)
+        } else if size < value.count {
+            fuse_reply_err(req.raw, ERANGE)
+        } else {
+            replyBytes(req, value)
+        }
+    }
+
+    /// Entries of the opendir snapshot from index `offset`, as many as fit in `size`.
+    func readdir(_ req: fuse_req_t, size: Int, offset: off_t, fh: UInt64) {
+        guard let entries = listing(fh) else { fuse_reply_err(req, EBADF); return }
+        var buffer = [CChar](repeating: 0, count: size)
+        var used = 0
+        var index = Int(offset)
+        buffer.withUnsafeMutableBufferPointer { b in
+            while index < entries.count {
+                var st = Glibc.stat()
+                st.st_ino = UInt(entries[index].entry.ino)
+                st.st_mode = entries[index].entry.type
+                let need = fuse_add_direntry(req, b.baseAddress! + used, size - used, entries[index].name, &st, off_t(index + 1))
+                if used + need > size { break }
+                used += need
+                index += 1
+            }
+            fuse_reply_buf(req, b.baseAddress, used)
+        }
+    }
+}

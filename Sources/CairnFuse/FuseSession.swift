@@ -1,0 +1,74 @@
+// Mounting: one libfuse session on a mountpoint, served by libfuse's multi-threaded
+// loop until the filesystem is unmounted (cairn umount, fusermount3 -u) or the process
+// gets SIGINT/SIGTERM (libfuse's signal handlers end the loop); then it unmounts.
+import CairnCore
+import CairnFS
+import CFuse3
+import Foundation
+
+public struct FuseMountOptions: Sendable {
+    public var allowOther = false
+    public var readOnly = false
+    /// Shown by mount(8) as the source.
+    public var sourceName = "cairn"
+    public var threadsMax: UInt32 = 16
+    public init() {}
+
+    /// -o options for libfuse. The kernel checks permissions from the attributes
+    /// (default_permissions) as for a local filesystem.
+    var optionString: String {
+        var o = ["default_permissions", "fsname=\(sourceName)", "subtype=cairn"]
+        if allowOther { o.append("allow_other") }
+        if readOnly { o.append("ro") }
+        return o.joined(separator: ",")
+    }
+}
+
+public enum FuseSession {
+    /// A mountpoint whose daemon died answers ENOTCONN: unmount it so it can be reused.
+    /// Returns whether there was such a stale mount.
+    @discardableResult
+    public static func cleanStaleMount(_ mountpoint: String) throws -> Bool {
+        var st = stat()
+        guard stat(mountpoint, &st) != 0, errno == ENOTCONN else { return false }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "fusermount3 -u -z \"$0\"", mountpoint]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw CairnError.io("\(mountpoint) is a stale FUSE mount and fusermount3 -u failed")
+        }
+        return true
+    }
+
+    /// Mounts and serves until unmounted or signalled. Blocks the calling thread.
+    /// `mounted` runs once the kernel has the mount, before requests are served.
+    public static func run(_ handler: FuseHandler, mountpoint: String, options: FuseMountOptions,
+                           mounted: () -> Void) throws {
+        var args = fuse_args(argc: 0, argv: nil, allocated: 0)
+        defer { fuse_opt_free_args(&args) }
+        for a in ["cairn", "-o", options.optionString] { _ = fuse_opt_add_arg(&args, a) }
+        var ops = makeOperations()
+        let userdata = Unmanaged.passRetained(handler)
+        defer { userdata.release() }
+        guard let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata.toOpaque()) else {
+            throw CairnError.invalidArgument("libfuse refused the mount options \(options.optionString)")
+        }
+        defer { fuse_session_destroy(se) }
+        guard fuse_set_signal_handlers(se) == 0 else { throw CairnError.io("cannot install the FUSE signal handlers") }
+        defer { fuse_remove_signal_handlers(se) }
+        guard fuse_session_mount(se, mountpoint) == 0 else {
+            throw CairnError.io("cannot mount on \(mountpoint) (does it exist? is /dev/fuse usable?)")
+        }
+        defer { fuse_session_unmount(se) }
+        mounted()
+        let config = fuse_loop_cfg_create()
+        defer { fuse_loop_cfg_destroy(config) }
+        fuse_loop_cfg_set_max_threads(config, options.threadsMax)
+        let rc = fuse_session_loop_mt(se, config)
+        guard rc == 0 || rc == SIGINT || rc == SIGTERM || rc == -SIGINT || rc == -SIGTERM else {
+            throw CairnError.io("the FUSE loop ended with \(rc)")
+        }
+    }
+}

@@ -1,0 +1,55 @@
+// The metadata proxy of shared filesystems: POST /v1/fs/{name}/meta/{get,range,txn,
+// revision,watch}. A FUSE mount on any host reads and changes its filesystem's
+// metadata through these routes (CairnFS.RemoteMetaStore), with the same transaction
+// semantics as the store itself. Every key and prefix must lie under /fs/{name}/ and
+// {name} must be a volume of kind filesystem: a mount cannot touch the cluster's own
+// records or another filesystem's.
+import CairnCore
+import CairnMeta
+import CairnNet
+import Foundation
+
+extension ManagerAPI {
+    func filesystemMeta(_ name: String, _ op: String, _ req: HTTPRequest) async throws -> HTTPResponse {
+        guard let (record, _) = try await manager.store.getJSON(Keys.volume(name), as: VolumeRecord.self) else {
+            throw CairnError.notFound("no filesystem '\(name)'")
+        }
+        guard record.kind == .filesystem else {
+            throw CairnError.invalidArgument("volume '\(name)' is a \(record.kind.rawValue) volume, not a filesystem")
+        }
+        let prefix = MetaWire.filesystemPrefix(name)
+        func scoped(_ keys: [String]) throws {
+            for k in keys where !k.hasPrefix(prefix) {
+                throw CairnError.invalidArgument("key '\(k)' is outside filesystem '\(name)' (\(prefix))")
+            }
+        }
+        let store = manager.store
+        switch op {
+        case "get":
+            let r: MetaWire.GetRequest = try Self.decode(req.body)
+            try scoped([r.key])
+            return try Self.json(MetaWire.GetAnswer(kv: try await store.get(r.key).map(MetaWire.KV.init)))
+        case "range":
+            let r: MetaWire.RangeRequest = try Self.decode(req.body)
+            try scoped([r.prefix])
+            return try Self.json(MetaWire.RangeAnswer(try await store.range(prefix: r.prefix, after: r.after, limit: r.limit)))
+        case "txn":
+            let r: MetaWire.TxnRequest = try Self.decode(req.body)
+            try scoped(r.keys)
+            let result = try await store.txn(compare: try r.compare.map { try $0.decoded() },
+                                             success: try r.success.map { try $0.decoded() },
+                                             failure: try r.failure.map { try $0.decoded() })
+            return try Self.json(MetaWire.TxnAnswer(succeeded: result.succeeded, revision: result.revision))
+        case "revision":
+            return try Self.json(MetaWire.RevisionAnswer(revision: try await store.currentRevision()))
+        case "watch":
+            let r: MetaWire.WatchRequest = try Self.decode(req.body)
+            try scoped([r.prefix])
+            let timeout = min(Duration.milliseconds(max(0, r.timeoutMilliseconds)), .seconds(30))
+            let events = try await store.watch(prefix: r.prefix, afterRevision: r.afterRevision, timeout: timeout)
+            return try Self.json(events.map(MetaWire.Event.init))
+        default:
+            throw CairnError.notFound("no filesystem metadata operation '\(op)'")
+        }
+    }
+}
