@@ -23,11 +23,11 @@ final class FileSystemTests: XCTestCase {
         _ = try await fs.write(f.ino, offset: 0, bytes: Array(repeating: 1, count: 10))
         _ = try await fs.write(f.ino, offset: 4, bytes: [9, 9])
         _ = try await fs.write(f.ino, offset: 20, bytes: [7])
-        XCTAssertEqual(try await fs.getattr(f.ino).size, 21)
+        assertEqual(try await fs.getattr(f.ino).size, 21)
         let all = try await fs.read(f.ino, offset: 0, length: 100)
         XCTAssertEqual(all, [1, 1, 1, 1, 9, 9, 1, 1, 1, 1] + Array(repeating: 0, count: 10) + [7])
-        XCTAssertEqual(try await fs.read(f.ino, offset: 3, length: 3), [1, 9, 9])
-        XCTAssertEqual(try await fs.read(f.ino, offset: 21, length: 3), [])
+        assertEqual(try await fs.read(f.ino, offset: 3, length: 3), [1, 9, 9])
+        assertEqual(try await fs.read(f.ino, offset: 21, length: 3), [])
     }
 
     func testTruncateDropsDataAndExtendsWithZeroes() async throws {
@@ -36,14 +36,14 @@ final class FileSystemTests: XCTestCase {
         _ = try await fs.write(f.ino, offset: 0, bytes: [1, 2, 3, 4, 5, 6])
         _ = try await fs.setattr(f.ino, AttributeChanges(size: 2))
         _ = try await fs.setattr(f.ino, AttributeChanges(size: 5))
-        XCTAssertEqual(try await fs.read(f.ino, offset: 0, length: 10), [1, 2, 0, 0, 0])
+        assertEqual(try await fs.read(f.ino, offset: 0, length: 10), [1, 2, 0, 0, 0])
     }
 
     func testSequentialWritesKeepOneSlice() async throws {
         let fs = try await makeFS()
         let f = try await file(fs, "a")
         for i in 0..<50 { _ = try await fs.write(f.ino, offset: UInt64(i * 3), bytes: [1, 2, 3]) }
-        XCTAssertEqual(try await fs.getattr(f.ino).slices.count, 1)
+        assertEqual(try await fs.getattr(f.ino).slices.count, 1)
     }
 
     func testNamespaceErrors() async throws {
@@ -56,11 +56,11 @@ final class FileSystemTests: XCTestCase {
         await assertErrno(20) { try await fs.rmdir(d.ino, "x") }
         await assertErrno(2) { _ = try await fs.lookup(self.root, "nope") }
         await assertErrno(22) { try await fs.rename(self.root, "d", d.ino, "inside") }
-        XCTAssertEqual(try await fs.getattr(root).nlink, 3)
+        assertEqual(try await fs.getattr(root).nlink, 3)
         try await fs.unlink(d.ino, "x")
         try await fs.rmdir(root, "d")
-        XCTAssertEqual(try await fs.getattr(root).nlink, 2)
-        XCTAssertEqual(try await fs.readdir(root).map(\.name), [".", ".."])
+        assertEqual(try await fs.getattr(root).nlink, 2)
+        assertEqual(try await fs.readdir(root).map(\.name), [".", ".."])
     }
 
     func testRenameReplaceNoReplaceExchange() async throws {
@@ -68,10 +68,10 @@ final class FileSystemTests: XCTestCase {
         let a = try await file(fs, "a"), b = try await file(fs, "b")
         await assertErrno(17) { try await fs.rename(self.root, "a", self.root, "b", flags: .noReplace) }
         try await fs.rename(root, "a", root, "b", flags: .exchange)
-        XCTAssertEqual(try await fs.lookup(root, "a").ino, b.ino)
-        XCTAssertEqual(try await fs.lookup(root, "b").ino, a.ino)
+        assertEqual(try await fs.lookup(root, "a").ino, b.ino)
+        assertEqual(try await fs.lookup(root, "b").ino, a.ino)
         try await fs.rename(root, "a", root, "b")
-        XCTAssertEqual(try await fs.lookup(root, "b").ino, b.ino)
+        assertEqual(try await fs.lookup(root, "b").ino, b.ino)
         await assertErrno(2) { _ = try await fs.getattr(a.ino) }
         await assertErrno(2) { _ = try await fs.lookup(self.root, "a") }
     }
@@ -81,19 +81,19 @@ final class FileSystemTests: XCTestCase {
         let d1 = try await fs.makeNode(root, "d1", mode: FileType.directory | 0o755, uid: 0, gid: 0)
         let d2 = try await fs.makeNode(root, "d2", mode: FileType.directory | 0o755, uid: 0, gid: 0)
         try await fs.rename(root, "d1", d2.ino, "d1")
-        XCTAssertEqual(try await fs.getattr(d2.ino).nlink, 3)
-        XCTAssertEqual(try await fs.getattr(root).nlink, 3)
-        XCTAssertEqual(try await fs.getattr(d1.ino).parent, d2.ino)
-        XCTAssertEqual(try await fs.readdir(d1.ino)[1].entry.ino, d2.ino)
+        assertEqual(try await fs.getattr(d2.ino).nlink, 3)
+        assertEqual(try await fs.getattr(root).nlink, 3)
+        assertEqual(try await fs.getattr(d1.ino).parent, d2.ino)
+        assertEqual(try await fs.readdir(d1.ino)[1].entry.ino, d2.ino)
     }
 
     func testHardLinksKeepTheInodeUntilTheLastName() async throws {
         let fs = try await makeFS()
         let f = try await file(fs, "a")
         _ = try await fs.write(f.ino, offset: 0, bytes: [5])
-        XCTAssertEqual(try await fs.link(f.ino, root, "b").nlink, 2)
+        assertEqual(try await fs.link(f.ino, root, "b").nlink, 2)
         try await fs.unlink(root, "a")
-        XCTAssertEqual(try await fs.read(f.ino, offset: 0, length: 1), [5])
+        assertEqual(try await fs.read(f.ino, offset: 0, length: 1), [5])
         try await fs.unlink(root, "b")
         await assertErrno(2) { _ = try await fs.getattr(f.ino) }
     }
@@ -104,12 +104,12 @@ final class FileSystemTests: XCTestCase {
         try await fs.setxattr(f.ino, "user.k", [1, 2], flags: [])
         await assertErrno(17) { try await fs.setxattr(f.ino, "user.k", [3], flags: .create) }
         await assertErrno(61) { try await fs.setxattr(f.ino, "user.z", [3], flags: .replace) }
-        XCTAssertEqual(try await fs.getxattr(f.ino, "user.k"), [1, 2])
-        XCTAssertEqual(try await fs.listxattr(f.ino), ["user.k"])
+        assertEqual(try await fs.getxattr(f.ino, "user.k"), [1, 2])
+        assertEqual(try await fs.listxattr(f.ino), ["user.k"])
         try await fs.removexattr(f.ino, "user.k")
         await assertErrno(61) { _ = try await fs.getxattr(f.ino, "user.k") }
         let l = try await fs.makeNode(root, "l", mode: FileType.symlink | 0o777, uid: 0, gid: 0, target: "a/b")
-        XCTAssertEqual(try await fs.readlink(l.ino), "a/b")
+        assertEqual(try await fs.readlink(l.ino), "a/b")
         XCTAssertEqual(l.size, 3)
     }
 
@@ -127,10 +127,10 @@ final class FileSystemTests: XCTestCase {
             try await g.waitForAll()
         }
         let expected = (0..<16).flatMap { Array(repeating: UInt8($0 + 1), count: 4) }
-        XCTAssertEqual(try await m2.read(try await m2.lookup(root, "shared").ino, offset: 0, length: 64), expected)
+        assertEqual(try await m2.read(try await m2.lookup(root, "shared").ino, offset: 0, length: 64), expected)
         try await m2.rename(root, "shared", root, "moved")
         await assertErrno(2) { _ = try await m1.lookup(self.root, "shared") }
-        XCTAssertEqual(try await m1.lookup(root, "moved").ino, f.ino)
+        assertEqual(try await m1.lookup(root, "moved").ino, f.ino)
     }
 
     /// A create racing an rmdir of its directory: either the create fails or the rmdir
@@ -159,6 +159,11 @@ final class FileSystemTests: XCTestCase {
                                                       Slice(fileOffset: 3, length: 1, volume: "w", volumeOffset: 0)])
         let c = Slice(fileOffset: 10, length: 4, volume: "v", volumeOffset: 110)
         XCTAssertEqual(SliceMap.write([a], c), [Slice(fileOffset: 0, length: 14, volume: "v", volumeOffset: 100)])
+    }
+
+    /// XCTAssertEqual's autoclosures cannot await: the values are computed first here.
+    func assertEqual<T: Equatable>(_ a: T, _ b: T, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a, b, file: file, line: line)
     }
 
     func assertErrno(_ expected: Int32, file: StaticString = #filePath, line: UInt = #line, _ body: () async throws -> Void) async {

@@ -22,7 +22,7 @@ is_mounted() { findmnt -n "$1" >/dev/null 2>&1; }
 # fs_mount FS DIR [flags...]: starts a mount daemon; sets MOUNT_PID.
 fs_mount() {
     local fs=$1 dir=$2; shift 2
-    mkdir -p "$dir"
+    mkdir -p "$dir" 2>/dev/null || true  # fails on a stale mount, which cairn mount cleans
     local n=${#MOUNT_PIDS[@]}
     "$CAIRN" mount "$fs" "$dir" "$@" > "$T/mount-$n.log" 2>&1 &
     MOUNT_PID=$!
