@@ -58,7 +58,7 @@ struct GatewayCommand: AsyncParsableCommand {
             config.tlsMode = tls
             config.tlsCertificatePath = tlsCert
             config.tlsKeyPath = tlsKey
-            let server = try NBDServer(config: config, exports: exports, group: Runtime.group, logger: logger)
+            let server = try NBDServer(config: config, exports: exports.frontend("nbd"), group: Runtime.group, logger: logger)
             let endpoints = try await server.start()
             let status = try await GatewayStatus.start(http: http, manager: mc, logger: logger)
             print("NBD gateway serving \(endpoints.joined(separator: " "))")

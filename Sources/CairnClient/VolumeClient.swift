@@ -33,8 +33,9 @@ public struct VolumeClientOptions: Sendable {
     /// Attempts of one request across map changes and replica failures. Epoch changes are
     /// cheap to follow (a map re-read) and come in bursts while rebuilds are planned.
     public var attemptsMax = 64
-    /// The frontend label of this client's I/O metrics (nbd, iscsi, fuse, cli).
-    public var frontend = "library"
+    /// The frontend label of this client's I/O metrics (fuse, cli); nil for none, as in
+    /// the gateway, whose frontends share a client per volume and count their own I/O.
+    public var frontend: String?
     /// A reader of a volume another client writes (a filesystem mount reading another
     /// mount's data volume) re-reads the map before taking a chunk it does not know for a
     /// hole: the chunk may have been allocated after this client read the map.
@@ -59,7 +60,7 @@ public final class VolumeClient: @unchecked Sendable {
     let options: VolumeClientOptions
     let logger: Logger
     let state: Locked<State>
-    let io: VolumeIOMetrics
+    let io: VolumeIOMetrics?
 
     struct State {
         var map: VolumeMap
@@ -79,7 +80,7 @@ public final class VolumeClient: @unchecked Sendable {
          options: VolumeClientOptions, logger: Logger) {
         self.name = name; self.control = control; self.transport = transport; self.options = options; self.logger = logger
         self.state = Locked(Self.makeState(map))
-        self.io = VolumeIOMetrics.of(volume: name, frontend: options.frontend)
+        self.io = options.frontend.map { VolumeIOMetrics.of(volume: name, frontend: $0) }
     }
 
     static func makeState(_ map: VolumeMap, seq: UInt64 = 0) -> State {
@@ -123,6 +124,12 @@ public final class VolumeClient: @unchecked Sendable {
 
     func refresh() async throws { install(try await control.map(name)) }
 
+    /// Runs a public I/O call, counted in this client's metrics when it has a frontend.
+    func measured<T>(_ op: VolumeIOOp, bytes: Int, _ body: () async throws -> T) async rethrows -> T {
+        guard let io else { return try await body() }
+        return try await io.measure(op, bytes: bytes, body)
+    }
+
     func nextSeq() -> UInt64 { state.withLock { s in s.seq += 1; return s.seq } }
 
     // MARK: - Splitting byte ranges into chunk pieces
@@ -155,7 +162,7 @@ public final class VolumeClient: @unchecked Sendable {
     // MARK: - Writes
 
     public func write(offset: UInt64, data: ByteBuffer, fua: Bool) async throws {
-        try await io.measure(.write, bytes: data.readableBytes) {
+        try await measured(.write, bytes: data.readableBytes) {
             try checkWritable()
             let ps = try pieces(offset: offset, length: data.readableBytes)
             try await forEachPiece(ps) { p in
@@ -172,12 +179,12 @@ public final class VolumeClient: @unchecked Sendable {
     /// Every acknowledged write is already durable on every replica of its chunk, so a
     /// flush has nothing left to wait for.
     public func flush() async throws {
-        await io.measure(.flush, bytes: 0) {}
+        await measured(.flush, bytes: 0) {}
     }
 
     /// Gives the range back: it reads as zeroes afterwards.
     public func trim(offset: UInt64, length: Int) async throws {
-        try await io.measure(.trim, bytes: length) {
+        try await measured(.trim, bytes: length) {
             try checkWritable()
             for p in try pieces(offset: offset, length: length) {
                 // Unallocated chunks already read as zeroes.
@@ -190,7 +197,7 @@ public final class VolumeClient: @unchecked Sendable {
     /// Zeroes the range; with `mayTrim` the space is given back, otherwise zeroes are written.
     public func writeZeroes(offset: UInt64, length: Int, mayTrim: Bool) async throws {
         if mayTrim { return try await trim(offset: offset, length: length) }
-        try await io.measure(.write, bytes: length) {
+        try await measured(.write, bytes: length) {
             try checkWritable()
             for p in try pieces(offset: offset, length: length) {
                 let zeroes = ByteBuffer(repeating: 0, count: p.length)
@@ -302,7 +309,7 @@ public final class VolumeClient: @unchecked Sendable {
     // MARK: - Reads
 
     public func read(offset: UInt64, length: Int) async throws -> ByteBuffer {
-        try await io.measure(.read, bytes: length) {
+        try await measured(.read, bytes: length) {
             let ps = try pieces(offset: offset, length: length)
             if ps.count == 1 { return try await readPiece(ps[0]) }
             let parts = Locked<[Int: ByteBuffer]>([:])

@@ -120,7 +120,6 @@ public actor VolumeExports: NBDExportProvider {
         let v = try await record(name)
         var options = VolumeClientOptions(clientID: clientID, readOnly: v.readOnly, force: false)
         options.localNode = localNode
-        options.frontend = "nbd"
         do {
             let client = try await VolumeClient.open(name, control: control, transport: transport, options: options, logger: logger)
             logger.info("export opened", metadata: ["export": "\(name)", "readOnly": "\(v.readOnly)", "epoch": "\(client.epoch)"])
