@@ -66,6 +66,12 @@ struct MountCommand: AsyncParsableCommand {
             let mountpoint = self.mountpoint
             let options = mountOptions
             let announcement = "mounted \(name) on \(mountpoint) (data volume \(slices.writer.name))"
+            // SIGINT/SIGTERM: a lazy unmount, which ends the serving loop.
+            let signals = Task {
+                let sig = await Runtime.waitForTermination()
+                FileHandle.standardError.write(Data("cairn: signal \(sig): unmounting \(mountpoint)\n".utf8))
+                try? FuseSession.unmount(mountpoint, lazy: true)
+            }
             let result: Result<Void, Error> = await withCheckedContinuation { cont in
                 // libfuse's loop blocks its thread: give it one of its own.
                 let t = Thread {
@@ -76,6 +82,7 @@ struct MountCommand: AsyncParsableCommand {
                 }
                 t.start()
             }
+            signals.cancel()
             await slices.close()
             try result.get()
             print("unmounted \(mountpoint)")
@@ -112,13 +119,6 @@ struct UmountCommand: AsyncParsableCommand {
     @Argument var mountpoint: String
 
     func run() async throws {
-        try await runReporting {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = ["-c", "fusermount3 -u \"$0\"", mountpoint]
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw CairnError.io("fusermount3 -u \(mountpoint) failed") }
-        }
+        try await runReporting { try FuseSession.unmount(mountpoint, lazy: false) }
     }
 }

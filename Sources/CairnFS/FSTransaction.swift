@@ -69,6 +69,8 @@ struct FSKeys: Sendable {
     func entries(_ dir: InodeNumber) -> String { prefix + "d/" + Self.hex(dir) + "/" }
     func entry(_ dir: InodeNumber, _ name: String) -> String { entries(dir) + name }
     var inodeCounter: String { prefix + "next-ino" }
+    /// Inodes without names kept for open handles (a crashed mount leaves them for a collector).
+    func orphan(_ ino: InodeNumber) -> String { prefix + "o/" + Self.hex(ino) }
 
     static func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)

@@ -45,6 +45,9 @@ public final class FileSystem: @unchecked Sendable {
     public let now: @Sendable () -> FSTime
     /// Reserved inode numbers not handed out yet: [next, end).
     private let reserved = Locked<(next: UInt64, end: UInt64)>((0, 0))
+    /// Open handles of this mount by inode: an inode whose last name goes while it is
+    /// open here stays (nlink 0, listed under o/) until its last release.
+    private let openHandles = Locked<[InodeNumber: Int]>([:])
 
     /// - Parameter prefix: where this filesystem's keys live, e.g. "/fs/home/".
     public init(store: MetaStore, prefix: String, data: SliceStore, now: @escaping @Sendable () -> FSTime) {
@@ -217,16 +220,42 @@ public final class FileSystem: @unchecked Sendable {
         }
     }
 
-    /// One name of `node` is gone: the inode goes with its last link.
+    /// One name of `node` is gone: the inode goes with its last link, unless this mount
+    /// has it open; then it stays, orphaned, until the last release.
     func dropLink(_ t: FSTransaction, _ node: Inode) throws {
         var node = node
         node.nlink -= 1
-        if node.nlink == 0 {
+        node.ctime = now()
+        if node.nlink > 0 {
+            try t.put(keys.inode(node.ino), node)
+        } else if openHandles.withLock({ $0[node.ino, default: 0] > 0 }) {
+            try t.put(keys.inode(node.ino), node)
+            try t.put(keys.orphan(node.ino), node.ino)
+        } else {
             // The data slices become garbage for the collector (docs/ARCHITECTURE.md).
             t.delete(keys.inode(node.ino))
-        } else {
-            node.ctime = now()
-            try t.put(keys.inode(node.ino), node)
+        }
+    }
+
+    /// A file handle of this mount opened the inode.
+    public func opened(_ ino: InodeNumber) {
+        openHandles.withLock { $0[ino, default: 0] += 1 }
+    }
+
+    /// A file handle of this mount closed; the last one of an orphan removes it.
+    public func released(_ ino: InodeNumber) async throws {
+        let last = openHandles.withLock { h -> Bool in
+            let n = h[ino, default: 0]
+            precondition(n > 0, "release of inode \(ino) that this mount has not opened")
+            if n == 1 { h.removeValue(forKey: ino); return true }
+            h[ino] = n - 1
+            return false
+        }
+        guard last else { return }
+        try await transact { t in
+            guard let node = try await t.getJSON(keys.inode(ino), as: Inode.self), node.nlink == 0 else { return }
+            t.delete(keys.inode(ino))
+            t.delete(keys.orphan(ino))
         }
     }
 

@@ -2,7 +2,8 @@
 //
 // Invariants:
 // - All metadata lives in a MetaStore under one prefix (/fs/<name>/): inodes at
-//   i/<ino>, directory entries at d/<parent ino>/<name>, the inode counter at next-ino.
+//   i/<ino>, directory entries at d/<parent ino>/<name>, the inode counter at next-ino,
+//   o/<ino> an inode without names that a mount still has open.
 // - Every change is one store transaction whose compares name the modRevision of every
 //   key it read (FSTransaction), so mounts on several hosts changing the same namespace
 //   serialise at the store and never corrupt it; a loser re-reads and retries.

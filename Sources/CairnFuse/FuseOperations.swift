@@ -86,6 +86,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             // No keep_cache: the kernel drops its cached pages at open (close-to-open).
             var info = opened
             info.keep_cache = 0
+            h.fs.opened(ino)
             fuse_reply_open(r.raw, &info)
         }
     }
@@ -103,6 +104,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             e.entry_timeout = h.timeouts.entries
             var info = opened
             info.keep_cache = 0
+            h.fs.opened(node.ino)
             fuse_reply_create(r.raw, &e, &info)
         }
     }
@@ -119,9 +121,15 @@ func makeOperations() -> fuse_lowlevel_ops {
         }
     }
     // Every write is durable on the replicas and in the map before it is acknowledged,
-    // so flush and fsync have nothing left to do.
+    // so flush and fsync have nothing left to do. Release may end an orphan.
     ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
-    ops.release = { req, _, _ in fuse_reply_err(req, 0) }
+    ops.release = { req, ino, _ in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            try await h.fs.released(ino)
+            fuse_reply_err(r.raw, 0)
+        }
+    }
     ops.fsync = { req, _, _, _ in fuse_reply_err(req, 0) }
     ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
     ops.opendir = { req, ino, fi in

@@ -1,6 +1,7 @@
 // Mounting: one libfuse session on a mountpoint, served by libfuse's multi-threaded
-// loop until the filesystem is unmounted (cairn umount, fusermount3 -u) or the process
-// gets SIGINT/SIGTERM (libfuse's signal handlers end the loop); then it unmounts.
+// loop until the filesystem is unmounted (cairn umount, fusermount3 -u). The caller owns
+// the signals: libfuse's own handlers only set a flag the loop's threads, blocked in
+// read(2) on /dev/fuse, do not see; unmounting is what reliably ends the loop.
 import CairnCore
 import CairnFS
 import CFuse3
@@ -31,18 +32,22 @@ public enum FuseSession {
     public static func cleanStaleMount(_ mountpoint: String) throws -> Bool {
         var st = stat()
         guard stat(mountpoint, &st) != 0, errno == ENOTCONN else { return false }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "fusermount3 -u -z \"$0\"", mountpoint]
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw CairnError.io("\(mountpoint) is a stale FUSE mount and fusermount3 -u failed")
-        }
+        try unmount(mountpoint, lazy: true)
         return true
     }
 
-    /// Mounts and serves until unmounted or signalled. Blocks the calling thread.
+    /// Unmounts with fusermount3 (which an unprivileged user may run); the serving
+    /// loop then ends. `lazy` detaches even while files are open or a process has its
+    /// working directory inside.
+    public static func unmount(_ mountpoint: String, lazy: Bool) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", lazy ? "exec fusermount3 -u -z \"$0\"" : "exec fusermount3 -u \"$0\"", mountpoint]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw CairnError.io("fusermount3 -u \(mountpoint) failed") }
+    }
+
     /// `mounted` runs once the kernel has the mount, before requests are served.
     public static func run(_ handler: FuseHandler, mountpoint: String, options: FuseMountOptions,
                            mounted: () -> Void) throws {
@@ -56,8 +61,6 @@ public enum FuseSession {
             throw CairnError.invalidArgument("libfuse refused the mount options \(options.optionString)")
         }
         defer { fuse_session_destroy(se) }
-        guard fuse_set_signal_handlers(se) == 0 else { throw CairnError.io("cannot install the FUSE signal handlers") }
-        defer { fuse_remove_signal_handlers(se) }
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw CairnError.io("cannot mount on \(mountpoint) (does it exist? is /dev/fuse usable?)")
         }

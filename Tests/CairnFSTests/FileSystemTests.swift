@@ -98,6 +98,25 @@ final class FileSystemTests: XCTestCase {
         await assertErrno(2) { _ = try await fs.getattr(f.ino) }
     }
 
+    func testOpenButUnlinkedStaysUntilTheLastRelease() async throws {
+        let fs = try await makeFS()
+        let f = try await file(fs, "a")
+        fs.opened(f.ino)
+        fs.opened(f.ino)
+        _ = try await fs.write(f.ino, offset: 0, bytes: [1, 2, 3])
+        try await fs.unlink(root, "a")
+        await assertErrno(2) { _ = try await fs.lookup(self.root, "a") }
+        _ = try await fs.write(f.ino, offset: 3, bytes: [4])
+        assertEqual(try await fs.read(f.ino, offset: 0, length: 10), [1, 2, 3, 4])
+        assertEqual(try await fs.getattr(f.ino).nlink, 0)
+        try await fs.released(f.ino)
+        assertEqual(try await fs.getattr(f.ino).size, 4)
+        try await fs.released(f.ino)
+        await assertErrno(2) { _ = try await fs.getattr(f.ino) }
+        let orphans = try await fs.store.range(prefix: "/fs/t/o/", after: nil, limit: 10)
+        XCTAssertTrue(orphans.items.isEmpty)
+    }
+
     func testXattrsAndSymlinks() async throws {
         let fs = try await makeFS()
         let f = try await file(fs, "a")

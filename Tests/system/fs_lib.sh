@@ -15,7 +15,7 @@ fs_cleanup() {
         for f in "$T"/mount-*.log; do [ -f "$f" ] && { echo "---- tail of $f"; tail -n 20 "$f"; }; done
     fi
 }
-trap 'rc=$?; [ $rc -ne 0 ] && FS_TEST_FAILED=1; fs_cleanup; (exit $rc); cleanup' EXIT
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && FS_TEST_FAILED=1; fs_cleanup; (exit $rc); cleanup' EXIT
 
 is_mounted() { findmnt -n "$1" >/dev/null 2>&1; }
 

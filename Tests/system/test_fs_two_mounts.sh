@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two mounts of one filesystem in separate processes: close-to-open visibility, rename
 # and unlink seen from the other mount, concurrent writers to different files and to
-# different ranges of one file; a killed daemon's stale mount is cleaned by the next mount.
+# different ranges of one file; an open file outlives its last name; a killed daemon's
+# stale mount is cleaned by the next mount; SIGTERM unmounts.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
 start_cluster 3
@@ -9,6 +10,7 @@ start_cluster 3
 fs_mount home "$T/a"
 A=$MOUNT_PID
 fs_mount home "$T/b"
+B=$MOUNT_PID
 
 log "close-to-open: a file closed on one mount reads whole on the other"
 head -c 3000000 /dev/urandom > "$T/blob"
@@ -48,6 +50,19 @@ for root in (a, b):
 print("concurrent writes all landed")
 PY
 
+log "an open file stays readable and writable after its last name goes"
+/usr/bin/python3 - "$T/a/orphan" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"x" * 100000)
+os.unlink(sys.argv[1])
+assert not os.path.exists(sys.argv[1])
+os.pwrite(fd, b"y" * 10, 50000)
+assert os.pread(fd, 100000, 0) == b"x" * 50000 + b"y" * 10 + b"x" * 49990
+assert os.fstat(fd).st_nlink == 0
+os.close(fd)
+PY
+
 log "a killed daemon leaves a stale mount; the next mount cleans it up"
 kill -KILL "$A"
 wait "$A" 2>/dev/null || true
@@ -56,4 +71,10 @@ fs_mount home "$T/a"
 grep -q "stale mount" "$T"/mount-2.log || fail "the new mount did not report cleaning the stale one"
 [ -d "$T/a/dir/sub" ] || fail "tree missing after the remount"
 cmp "$T/b/own-3" "$T/a/own-3" || fail "own-3 differs after the remount"
+log "SIGTERM unmounts and the daemon exits cleanly"
+kill -TERM "$B"
+for _ in $(seq 1 100); do kill -0 "$B" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$B" 2>/dev/null && fail "the mount daemon did not exit on SIGTERM"
+wait "$B" || fail "the mount daemon exited with an error after SIGTERM"
+! is_mounted "$T/b" || fail "$T/b is still mounted after SIGTERM"
 log "PASS"
