@@ -41,15 +41,19 @@ public struct FullFeaturePhase {
         var unsolicitedEnd: Int
         var unsolicitedNext: Int
         var unsolicitedDone: Bool
+        var unsolicitedDataSN: UInt32 = 0
         var r2tNext: Int              // next offset to solicit
         var outstanding: (ttt: UInt32, offset: Int, end: Int, next: Int, dataSN: UInt32)?
         var r2tSN: UInt32 = 0
+        /// Bytes this command asked for with R2Ts (counted in `solicitedBytes`).
+        var solicited = 0
     }
     struct Running {
         var expectedLength: Int
         var read: Bool
         var transferLength: Int?      // what the CDB moves (writes), for residuals
         var r2ts: UInt32
+        var solicited = 0
         var aborted = false
     }
     struct PendingTMF { var response: ISCSIPDU; var waiting: Set<UInt32> }
@@ -65,6 +69,10 @@ public struct FullFeaturePhase {
     var tmfs: [PendingTMF] = []
     var textContinuations: [UInt32: ByteBuffer] = [:]
     var nopInOutstanding: Set<UInt32> = []
+    /// Write data asked for with R2Ts and not yet written; bounded by `writeBufferBytesMax`.
+    var solicitedBytes = 0
+    /// Writes whose next R2T waits for buffer space, in arrival order.
+    var r2tQueue: [UInt32] = []
     public private(set) var loggingOut = false
 
     public init(session: ISCSILoginResult, blockSize: Int) {
@@ -134,14 +142,20 @@ public struct FullFeaturePhase {
         }
         let parsed = try? SCSICommand.parse(cdb)
         let needed = parsed?.dataOutLength(blockSize: blockSize) ?? 0
+        let transferLength: Int? = needed > 0 ? needed : nil
+        // COMPARE AND WRITE and WRITE SAME take exactly their data or nothing.
+        if let parsed, parsed.needsExactDataOut, !writeFlag || edtl != needed {
+            running[itt] = Running(expectedLength: edtl, read: false, transferLength: transferLength, r2ts: 0)
+            return completed(itt, .check(.invalidFieldInCDB))
+        }
         guard writeFlag, edtl > 0 else {
-            running[itt] = Running(expectedLength: edtl, read: readFlag, transferLength: writeFlag ? needed : nil, r2ts: 0)
-            if needed > 0 && writeFlag { return [respondOverflow(itt)] }
+            running[itt] = Running(expectedLength: edtl, read: readFlag, transferLength: transferLength, r2ts: 0)
             return [.execute(task)]
         }
-        // Data comes: immediate, then unsolicited Data-Out, then what R2Ts solicit.
-        let collectEnd = needed > edtl || needed > ISCSILimits.transferBytesMax ? 0 : needed
-        task.dataOut = ByteBuffer(repeating: 0, count: collectEnd)
+        // Data comes: immediate, then unsolicited Data-Out, then what R2Ts solicit. When the
+        // EDTL is below what the CDB transfers, only the EDTL is taken (residual overflow).
+        let collectEnd = needed > ISCSILimits.transferBytesMax ? 0 : min(needed, edtl)
+        task.dataOut = ByteBuffer()
         let immediateLength = immediateData.readableBytes
         var write = PendingWrite(
             task: task, expectedLength: edtl, collectEnd: collectEnd,
@@ -158,14 +172,26 @@ public struct FullFeaturePhase {
     private static func store(_ w: inout PendingWrite, _ data: ByteBuffer, at offset: Int) {
         guard offset < w.collectEnd else { return }
         let n = min(data.readableBytes, w.collectEnd - offset)
-        if n > 0 { w.task.dataOut.setBuffer(data.getSlice(at: data.readerIndex, length: n)!, at: offset) }
+        guard n > 0 else { return }
+        if w.task.dataOut.capacity < offset + n { w.task.dataOut.reserveCapacity(minimumWritableBytes: offset + n - w.task.dataOut.writerIndex) }
+        w.task.dataOut.setBuffer(data.getSlice(at: data.readerIndex, length: n)!, at: offset)
     }
 
     /// Sends the next R2T, or runs the command once all its data is in.
     private mutating func advance(_ itt: UInt32) -> [Action] {
         guard var w = writes[itt], w.unsolicitedDone, w.outstanding == nil else { return [] }
+        // Unsolicited data may end early (F bit): solicit from where it ended.
+        if w.r2tSN == 0 { w.r2tNext = min(w.r2tNext, max(w.unsolicitedNext, 0)) }
         if w.r2tNext < w.collectEnd {
             let length = min(params.maxBurstLength, w.collectEnd - w.r2tNext)
+            // Buffer space: one write may always proceed; others wait their turn.
+            if solicitedBytes > 0 && solicitedBytes + length > ISCSILimits.writeBufferBytesMax {
+                writes[itt] = w
+                if !r2tQueue.contains(itt) { r2tQueue.append(itt) }
+                return []
+            }
+            solicitedBytes += length
+            w.solicited += length
             let ttt = nextTTT
             nextTTT = nextTTT &+ 1 == ISCSILimits.reservedTag ? 1 : nextTTT &+ 1
             var r2t = ISCSIPDU(opcode: .r2t)
@@ -185,16 +211,21 @@ public struct FullFeaturePhase {
             return [.send(r2t)]
         }
         writes[itt] = nil
-        let transfer = w.task.cdb.isEmpty ? 0 : ((try? SCSICommand.parse(w.task.cdb))?.dataOutLength(blockSize: blockSize) ?? 0)
-        running[itt] = Running(expectedLength: w.expectedLength, read: false, transferLength: transfer, r2ts: w.r2tSN)
-        if transfer > w.expectedLength { return [respondOverflow(itt)] }
+        let transfer = (try? SCSICommand.parse(w.task.cdb))?.dataOutLength(blockSize: blockSize) ?? 0
+        running[itt] = Running(expectedLength: w.expectedLength, read: false, transferLength: transfer > 0 ? transfer : nil,
+                               r2ts: w.r2tSN, solicited: w.solicited)
+        precondition(w.task.dataOut.capacity >= w.collectEnd || w.collectEnd == 0, "write data fully received")
+        w.task.dataOut.moveWriterIndex(to: w.collectEnd)
         return [.execute(w.task)]
     }
 
-    /// EDTL below what the CDB transfers: no data is written (SPC/FCP-4 option b).
-    private mutating func respondOverflow(_ itt: UInt32) -> Action {
-        let result = SCSIResult.check(.invalidFieldInInformationUnit)
-        return completed(itt, result).first ?? .close(reason: "internal: no response")
+    /// Buffer space came free: R2Ts for the writes that waited for it.
+    private mutating func resumeQueuedWrites() -> [Action] {
+        var actions: [Action] = []
+        let queued = r2tQueue
+        r2tQueue = []
+        for itt in queued where writes[itt] != nil { actions += advance(itt) }
+        return actions
     }
 
     private mutating func dataOut(_ pdu: ISCSIPDU) -> [Action] {
@@ -203,9 +234,11 @@ public struct FullFeaturePhase {
         guard var w = writes[itt] else { return [] }
         let length = pdu.data.readableBytes
         if ttt == ISCSILimits.reservedTag {
-            guard !w.unsolicitedDone, offset == w.unsolicitedNext, offset + length <= w.unsolicitedEnd else {
-                return [.close(reason: "unsolicited Data-Out out of sequence (offset \(offset))")]
+            guard !w.unsolicitedDone, offset == w.unsolicitedNext, offset + length <= w.unsolicitedEnd,
+                  dataSN == w.unsolicitedDataSN else {
+                return [.close(reason: "unsolicited Data-Out out of sequence (offset \(offset), DataSN \(dataSN))")]
             }
+            w.unsolicitedDataSN &+= 1
             Self.store(&w, pdu.data, at: offset)
             w.unsolicitedNext += length
             if pdu.final || w.unsolicitedNext >= w.unsolicitedEnd { w.unsolicitedDone = true }
@@ -232,6 +265,10 @@ public struct FullFeaturePhase {
     public mutating func completed(_ itt: UInt32, _ result: SCSIResult) -> [Action] {
         guard let r = running.removeValue(forKey: itt) else { return [] }
         var actions = finishTMFs(after: itt)
+        if r.solicited > 0 {
+            solicitedBytes -= r.solicited
+            actions += resumeQueuedWrites()
+        }
         if r.aborted { return actions }
         var data = result.data
         let produced = r.transferLength ?? data.readableBytes
@@ -413,7 +450,8 @@ public struct FullFeaturePhase {
         switch function {
         case 1:   // ABORT TASK
             let ref = pdu.u32(20)
-            if writes.removeValue(forKey: ref) != nil {
+            if let w = writes.removeValue(forKey: ref) {
+                solicitedBytes -= w.solicited
                 resp.bhs[2] = 0
             } else if running[ref] != nil {
                 running[ref]!.aborted = true
@@ -424,6 +462,7 @@ public struct FullFeaturePhase {
             }
         case 2, 4, 5, 6, 7:   // ABORT TASK SET, CLEAR TASK SET, LUN RESET, TARGET WARM/COLD RESET
             if function <= 5 && pdu.lun != 0 { resp.bhs[2] = 2; break }
+            for w in writes.values { solicitedBytes -= w.solicited }
             writes = [:]
             for itt in running.keys { running[itt]!.aborted = true; waiting.insert(itt) }
             if function >= 5 { actions.append(.resetLogicalUnit) }

@@ -37,6 +37,8 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
     private var pingTask: Scheduled<Void>?
     /// A target-originated NOP-In when the connection was idle this long.
     static let pingInterval = TimeAmount.seconds(30)
+    /// How long a volume stays open after its last session ends.
+    static let releaseDelay = Duration.seconds(2)
 
     init(server: ISCSIServerContext, tsih: UInt16, logger: Logger) {
         self.server = server; self.logger = logger
@@ -274,8 +276,10 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
     }
 
     private func finishLogoutIfIdle(_ context: ChannelHandlerContext) {
-        guard let pdu = pendingLogout, case .fullFeature(let f, _) = phase, f.inFlight == 0 else { return }
+        guard let pdu = pendingLogout, case .fullFeature(let f, let unit) = phase, f.inFlight == 0 else { return }
         pendingLogout = nil
+        // The nexus ends with the logout: its RESERVE(6) is gone before the initiator hears so.
+        if let unit, let nexus { unit.reservations.nexusLost(nexus) }
         send(pdu, context)
         context.flush()
         phase = .closed
@@ -307,7 +311,12 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
         guard let name = heldExport else { return }
         heldExport = nil
         let exports = server.exports
-        Task { await exports.release(name) }
+        // Initiators often log in again right away (a test tool, a path check): keeping the
+        // volume open a moment spares them a detach and attach.
+        Task {
+            try? await Task.sleep(for: ISCSIConnectionHandler.releaseDelay)
+            await exports.release(name)
+        }
     }
 
     private func close(_ context: ChannelHandlerContext, reason: String) {

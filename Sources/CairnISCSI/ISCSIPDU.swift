@@ -32,7 +32,9 @@ public enum ISCSILimits {
     /// Commands we allow in flight per session: MaxCmdSN = ExpCmdSN + queueDepth - 1.
     public static let queueDepth: UInt32 = 128
     /// Largest SCSI data transfer per command (Block Limits VPD MAXIMUM TRANSFER LENGTH).
-    public static let transferBytesMax = 8 * 1024 * 1024
+    public static let transferBytesMax = 32 * 1024 * 1024
+    /// Write data a connection holds (solicited, not yet written): no R2T goes out beyond it.
+    public static let writeBufferBytesMax = 64 * 1024 * 1024
     /// Our MaxBurstLength and FirstBurstLength offers.
     public static let burstMax = 1024 * 1024
     public static let firstBurstMax = 256 * 1024

@@ -192,6 +192,15 @@ public enum SCSICommand: Equatable, Sendable {
         }
     }
 
+    /// Commands whose Data-Out must be exactly what the CDB says (else INVALID FIELD IN CDB).
+    var needsExactDataOut: Bool {
+        switch self {
+        case .compareAndWrite: return true
+        case .writeSame(_, _, _, let ndob): return !ndob
+        default: return false
+        }
+    }
+
     /// Commands another nexus's RESERVE(6) does not block (SPC-2 5.5.1).
     var allowedUnderReserve6: Bool {
         switch self {

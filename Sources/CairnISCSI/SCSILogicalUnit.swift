@@ -15,11 +15,11 @@ public final class SCSILogicalUnit: Sendable {
     /// log2(physical / logical): 4 KiB physical blocks.
     static let physicalExponent: UInt8 = 3
     static let compareAndWriteBlocksMax = 128
-    static let unmapBlocksMax: UInt32 = 1 << 21
+    static let unmapBlocksMax: UInt32 = 1 << 20
     static let unmapDescriptorsMax: UInt32 = 256
     static let writeSameBlocksMax: UInt64 = 1 << 21
     /// GET LBA STATUS looks at most this far per command.
-    static let lbaStatusSpanMax = 1 << 30
+    static let lbaStatusSpanMax = 4 << 20
 
     public let name: String
     public let targetName: String
@@ -73,21 +73,16 @@ public final class SCSILogicalUnit: Sendable {
             guard blocks > 0 else { return .good() }
             return .good(try await device.read(offset: lba * UInt64(bs), length: blocks * bs))
         case .write(let lba, let blocks, let fua):
-            try checkWritable(); try checkRange(lba, blocks)
-            guard blocks > 0 else { return .good() }
-            try await device.write(offset: lba * UInt64(bs), data: dataOut.getSlice(at: dataOut.readerIndex, length: blocks * bs)!, fua: fua)
-            return .good()
+            return try await write(lba: lba, blocks: blocks, dataOut, fua: fua)
         case .writeVerify(let lba, let blocks):
-            try checkWritable(); try checkRange(lba, blocks)
-            guard blocks > 0 else { return .good() }
-            try await device.write(offset: lba * UInt64(bs), data: dataOut.getSlice(at: dataOut.readerIndex, length: blocks * bs)!, fua: true)
-            return .good()
+            return try await write(lba: lba, blocks: blocks, dataOut, fua: true)
         case .verify(let lba, let blocks, let byteCheck):
             try checkRange(lba, blocks)
             guard blocks > 0 else { return .good() }
             let medium = try await device.read(offset: lba * UInt64(bs), length: blocks * bs)
             if byteCheck == 0 { return .good() }
-            let expected = byteCheck == 1 ? dataOut : Self.repeated(dataOut, blocks: blocks)
+            if byteCheck == 3 && dataOut.readableBytes < bs { throw SCSISense.invalidFieldInInformationUnit }
+            let expected = byteCheck == 1 ? dataOut : Self.repeated(dataOut.getSlice(at: dataOut.readerIndex, length: bs)!, blocks: blocks)
             if let at = Self.firstDifference(medium, expected) { return .check(.miscompare(at: at)) }
             return .good()
         case .synchronizeCache(let lba, let blocks), .prefetch(let lba, let blocks):
@@ -141,6 +136,18 @@ public final class SCSILogicalUnit: Sendable {
 
     // MARK: - Commands with more to them
 
+    /// Writes the whole blocks of the data sent: fewer than the CDB says when the initiator's
+    /// expected length was shorter (the residual tells it so); a partial block is refused.
+    private func write(lba: UInt64, blocks: Int, _ dataOut: ByteBuffer, fua: Bool) async throws -> SCSIResult {
+        try checkWritable(); try checkRange(lba, blocks)
+        let bs = Self.blockSize
+        let usable = min(blocks * bs, dataOut.readableBytes)
+        guard usable % bs == 0 else { throw SCSISense.invalidFieldInInformationUnit }
+        guard usable > 0 else { return .good() }
+        try await device.write(offset: lba * UInt64(bs), data: dataOut.getSlice(at: dataOut.readerIndex, length: usable)!, fua: fua)
+        return .good()
+    }
+
     private func writeSame(lba: UInt64, blocks: Int, unmap: Bool, block: ByteBuffer?) async throws -> SCSIResult {
         try checkWritable()
         // WSNZ is set: zero blocks means nothing, not "to the end".
@@ -150,6 +157,7 @@ public final class SCSILogicalUnit: Sendable {
         guard !overflow, end <= blockCount else { throw SCSISense.lbaOutOfRange }
         let bs = Self.blockSize
         let offset = lba * UInt64(bs)
+        if let block, block.readableBytes < bs { throw SCSISense.invalidFieldInCDB }
         let pattern = block.map { $0.getSlice(at: $0.readerIndex, length: bs)! }
         let zero = pattern.map(Self.isAllZero) ?? true
         if zero {
@@ -199,6 +207,7 @@ public final class SCSILogicalUnit: Sendable {
         guard blocks > 0 else { return .good() }
         let length = blocks * Self.blockSize
         let offset = lba * UInt64(Self.blockSize)
+        guard dataOut.readableBytes >= 2 * length else { throw SCSISense.invalidFieldInCDB }
         let expected = dataOut.getSlice(at: dataOut.readerIndex, length: length)!
         let replacement = dataOut.getSlice(at: dataOut.readerIndex + length, length: length)!
         await compareAndWriteLock.lock()
@@ -216,6 +225,7 @@ public final class SCSILogicalUnit: Sendable {
         guard blocks > 0 else { return .good() }
         let length = blocks * Self.blockSize
         let offset = lba * UInt64(Self.blockSize)
+        guard dataOut.readableBytes >= length else { throw SCSISense.invalidFieldInInformationUnit }
         await compareAndWriteLock.lock()
         defer { compareAndWriteLock.unlock() }
         var current = try await device.read(offset: offset, length: length)
@@ -262,6 +272,7 @@ public final class SCSILogicalUnit: Sendable {
         switch sa {
         case 0: return reservations.readKeys()
         case 1: return reservations.readReservation()
+        case 3: return reservations.readFullStatus()
         case 2:
             // Length 8; TMV with ALLOW COMMANDS 0; types WE, EA, WERO, EARO, WEAR, EAAR.
             return [0, 8, 0x00, 0x80, 0x80 | 0x40 | 0x20 | 0x08 | 0x02, 0x01, 0, 0]

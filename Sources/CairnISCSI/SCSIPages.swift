@@ -169,7 +169,7 @@ enum SCSISupportedOpcodes {
             (o.readCapacity10, nil, 10), (o.read10, nil, 10), (o.write10, nil, 10), (o.writeVerify10, nil, 10),
             (o.verify10, nil, 10), (o.prefetch10, nil, 10), (o.synchronizeCache10, nil, 10), (o.writeSame10, nil, 10),
             (o.unmap, nil, 10), (o.modeSelect10, nil, 10), (o.modeSense10, nil, 10),
-            (o.persistentReserveIn, 0, 10), (o.persistentReserveIn, 1, 10), (o.persistentReserveIn, 2, 10),
+            (o.persistentReserveIn, 0, 10), (o.persistentReserveIn, 1, 10), (o.persistentReserveIn, 2, 10), (o.persistentReserveIn, 3, 10),
             (o.persistentReserveOut, 0, 10), (o.persistentReserveOut, 1, 10), (o.persistentReserveOut, 2, 10),
             (o.persistentReserveOut, 3, 10), (o.persistentReserveOut, 4, 10), (o.persistentReserveOut, 5, 10),
             (o.persistentReserveOut, 6, 10),

@@ -4,6 +4,7 @@
 //
 // Locking: every method takes the lock for its whole body; nothing awaits under it.
 import CairnCore
+import Foundation
 
 /// An I_T nexus: the initiator port (name plus ISID) as seen by this target.
 public struct ITNexus: Hashable, Sendable, CustomStringConvertible {
@@ -93,6 +94,22 @@ public final class SCSIReservations: @unchecked Sendable {
             guard let r = s.reservation else { return be32(s.generation) + be32(0) }
             let key = r.type.allRegistrants ? 0 : (s.keys[r.holder] ?? 0)
             return be32(s.generation) + be32(16) + be64(key) + [0, 0, 0, 0, 0, r.type.rawValue, 0, 0]
+        }
+    }
+
+    /// READ FULL STATUS: one descriptor per registration, with its iSCSI TransportID.
+    func readFullStatus() -> [UInt8] {
+        state.withLock { s in
+            var out: [UInt8] = []
+            for (nexus, key) in s.keys.sorted(by: { $0.key.description < $1.key.description }) {
+                let holder = s.reservation.map { isHolder(s, $0, nexus) } ?? false
+                var name = Array("\(nexus.initiator),i,0x\(String(format: "%012llx", nexus.isid))".utf8) + [0]
+                while name.count % 4 != 0 { name.append(0) }
+                let transportID: [UInt8] = [0x40 | 0x05, 0] + be16(UInt16(name.count)) + name
+                out += be64(key) + [0, 0, 0, 0, holder ? 0x01 : 0, holder ? s.reservation!.type.rawValue : 0]
+                out += [0, 0, 0, 0] + be16(1) + be32(UInt32(transportID.count)) + transportID
+            }
+            return be32(s.generation) + be32(UInt32(out.count)) + out
         }
     }
 

@@ -30,18 +30,19 @@ final class FullFeaturePhaseTests: XCTestCase {
     }
 
     func testReadCollapsesStatusIntoTheLastDataIn() {
-        var f = phase { $0.sendDataSegmentMax = 256 }
-        let actions = f.receive(command(cmdSN: 1, itt: 7, cdb: Self.read1, read: true, write: false, edtl: 512))
+        var f = phase { $0.sendDataSegmentMax = 512 }
+        let read2: [UInt8] = [0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0]
+        let actions = f.receive(command(cmdSN: 1, itt: 7, cdb: read2, read: true, write: false, edtl: 1024))
         guard case .execute(let task)? = actions.first else { return XCTFail("\(actions)") }
-        XCTAssertEqual(task.cdb, Self.read1)
-        let pdus = sent(f.completed(7, .good(ByteBuffer(repeating: 0xab, count: 512))))
-        XCTAssertEqual(pdus.count, 2, "two Data-In of 256 bytes")
-        XCTAssertEqual(pdus.map { $0.opcode }, [.dataIn, .dataIn])
+        XCTAssertEqual(task.cdb, read2)
+        let pdus = sent(f.completed(7, .good(ByteBuffer(repeating: 0xab, count: 1024))))
+        XCTAssertEqual(pdus.map { $0.opcode }, [.dataIn, .dataIn], "two Data-In of 512 bytes")
+        guard pdus.count == 2 else { return }
         XCTAssertEqual(pdus[0].flags & 0x01, 0)
         XCTAssertEqual(pdus[1].flags & 0x81, 0x81, "F and S on the last")
         XCTAssertEqual(pdus[1].u32(24), 100, "StatSN")
         XCTAssertEqual(pdus[1].u32(36), 1, "DataSN")
-        XCTAssertEqual(pdus[1].u32(40), 256, "buffer offset")
+        XCTAssertEqual(pdus[1].u32(40), 512, "buffer offset")
         XCTAssertEqual(f.inFlight, 0)
     }
 
@@ -86,16 +87,26 @@ final class FullFeaturePhaseTests: XCTestCase {
         XCTAssertEqual(resp.first?.u32(36), 2, "ExpDataSN counts the R2Ts")
     }
 
-    func testWriteEDTLBelowTransferLengthIsRefusedWithOverflow() {
+    func testWriteEDTLBelowTransferLengthTakesOnlyTheEDTL() {
         var f = phase()
         let actions = f.receive(command(cmdSN: 1, itt: 3, cdb: Self.write4, read: false, write: true, edtl: 512,
                                         data: [UInt8](repeating: 1, count: 512)))
-        let pdus = sent(actions)
-        XCTAssertEqual(pdus.count, 1)
-        XCTAssertEqual(pdus[0].opcode, .scsiResponse)
-        XCTAssertEqual(pdus[0].bhs[3], SCSIStatus.checkCondition.rawValue)
-        XCTAssertEqual(pdus[0].flags & 0x04, 0x04, "residual overflow")
-        XCTAssertEqual(pdus[0].u32(44), 1536)
+        guard case .execute(let task)? = actions.first else { return XCTFail("\(actions)") }
+        XCTAssertEqual(task.dataOut.readableBytes, 512, "only the EDTL is taken")
+        let pdus = sent(f.completed(3, .good()))
+        XCTAssertEqual(pdus.first?.opcode, .scsiResponse)
+        XCTAssertEqual(pdus.first.map { $0.flags & 0x04 }, 0x04, "residual overflow")
+        XCTAssertEqual(pdus.first?.u32(44), 1536)
+    }
+
+    func testCompareAndWriteWithTheWrongLengthIsRefused() {
+        var f = phase()
+        var caw = [UInt8](repeating: 0, count: 16)
+        caw[0] = 0x89; caw[13] = 1
+        let pdus = sent(f.receive(command(cmdSN: 1, itt: 4, cdb: caw, read: false, write: true, edtl: 512,
+                                          data: [UInt8](repeating: 0, count: 512))))
+        XCTAssertEqual(pdus.first?.bhs[3], SCSIStatus.checkCondition.rawValue)
+        XCTAssertEqual(f.inFlight, 0)
     }
 
     func testCmdSNOutsideTheWindowIsIgnored() {

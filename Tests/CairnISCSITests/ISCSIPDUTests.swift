@@ -56,7 +56,7 @@ final class ISCSIPDUTests: XCTestCase {
     func testBadHeaderDigestIsAnError() {
         let digests = ISCSIDigests(header: true, data: false)
         var bytes = ISCSIPDUEncoder.encode(nopOut(data: []), digests: digests)
-        bytes.setInteger(UInt8(0xff), at: 20)
+        bytes.setInteger(UInt8(0x00), at: 16)
         var decoder = ISCSIPDUDecoder()
         decoder.digests = digests
         XCTAssertThrowsError(try decoder.decode(&bytes)) { XCTAssertEqual($0 as? ISCSIDecodeError, .headerDigest) }

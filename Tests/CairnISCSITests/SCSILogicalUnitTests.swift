@@ -121,11 +121,16 @@ final class SCSILogicalUnitTests: XCTestCase {
 
     func testReserve6BlocksOtherNexusUntilReleased() async {
         let lu = unit()
-        XCTAssertEqual(await lu.execute([0x16, 0, 0, 0, 0, 0], dataOut: ByteBuffer(), nexus: a).status, .good)
-        XCTAssertEqual(await lu.execute([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: ByteBuffer(), nexus: b).status, .reservationConflict)
-        XCTAssertEqual(await lu.execute([0x12, 0, 0, 0, 36, 0], dataOut: ByteBuffer(), nexus: b).status, .good, "INQUIRY never conflicts")
+        let read: [UInt8] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        let reserved = await lu.execute([0x16, 0, 0, 0, 0, 0], dataOut: ByteBuffer(), nexus: a)
+        XCTAssertEqual(reserved.status, .good)
+        let blocked = await lu.execute(read, dataOut: ByteBuffer(), nexus: b)
+        XCTAssertEqual(blocked.status, .reservationConflict)
+        let inquiry = await lu.execute([0x12, 0, 0, 0, 36, 0], dataOut: ByteBuffer(), nexus: b)
+        XCTAssertEqual(inquiry.status, .good, "INQUIRY never conflicts")
         lu.reservations.nexusLost(a)
-        XCTAssertEqual(await lu.execute([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: ByteBuffer(), nexus: b).status, .good)
+        let after = await lu.execute(read, dataOut: ByteBuffer(), nexus: b)
+        XCTAssertEqual(after.status, .good)
     }
 
     func testModeSenseAllPagesAndSavedValues() async {
