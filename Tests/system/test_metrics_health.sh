@@ -7,15 +7,21 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/nbd_lib.sh"
 command -v promtool >/dev/null || fail "promtool is missing (Debian's prometheus package; tools/setup.sh installs it)"
 
+# The manager this test restarts is not a child of `cairn local up`: stop it, then let
+# lib.sh's cleanup stop the cluster, whatever the exit status.
 MANAGER_AGAIN_PID=""
-stop_restarted_manager() {
-    [ -n "$MANAGER_AGAIN_PID" ] || return 0
-    kill -TERM "$MANAGER_AGAIN_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$MANAGER_AGAIN_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$MANAGER_AGAIN_PID" 2>/dev/null || true
-    MANAGER_AGAIN_PID=""
+on_exit() {
+    local rc=$?
+    set +e
+    if [ -n "$MANAGER_AGAIN_PID" ]; then
+        kill -TERM "$MANAGER_AGAIN_PID" 2>/dev/null
+        for _ in $(seq 1 100); do kill -0 "$MANAGER_AGAIN_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$MANAGER_AGAIN_PID" 2>/dev/null
+    fi
+    (exit $rc)
+    cleanup
 }
-trap 'rc=$?; stop_restarted_manager; (exit $rc); cleanup' EXIT
+trap on_exit EXIT
 
 start_nbd_cluster 3
 manager=$(manager_url)
