@@ -191,30 +191,30 @@ public final class FileSystem: @unchecked Sendable {
     // MARK: - Removing names
 
     public func unlink(_ parent: InodeNumber, _ name: String) async throws {
-        try Self.validate(name)
-        try await transact { t in
-            var dir = try await directory(t, parent)
-            let entry = try await entry(t, parent, name)
-            let node = try await inode(t, entry.ino)
-            guard !node.isDirectory else { throw FSError.isDirectory("'\(name)' is a directory") }
-            t.delete(keys.entry(parent, name))
-            try dropLink(t, node)
-            touch(&dir)
-            try t.put(keys.inode(parent), dir)
-        }
+        try await removeName(parent, name, directory: false)
     }
 
     public func rmdir(_ parent: InodeNumber, _ name: String) async throws {
+        try await removeName(parent, name, directory: true)
+    }
+
+    /// unlink (`directory` false) or rmdir (true) of one name.
+    func removeName(_ parent: InodeNumber, _ name: String, directory wantDirectory: Bool) async throws {
         try Self.validate(name)
         try await transact { t in
             var dir = try await directory(t, parent)
             let entry = try await entry(t, parent, name)
             let node = try await inode(t, entry.ino)
-            guard node.isDirectory else { throw FSError.notDirectory("'\(name)' is not a directory") }
-            try await requireEmpty(node)
             t.delete(keys.entry(parent, name))
-            t.delete(keys.inode(node.ino))
-            dir.nlink -= 1
+            if wantDirectory {
+                guard node.isDirectory else { throw FSError.notDirectory("'\(name)' is not a directory") }
+                try await requireEmpty(node)
+                t.delete(keys.inode(node.ino))
+                dir.nlink -= 1
+            } else {
+                guard !node.isDirectory else { throw FSError.isDirectory("'\(name)' is a directory") }
+                try dropLink(t, node)
+            }
             touch(&dir)
             try t.put(keys.inode(parent), dir)
         }
