@@ -107,6 +107,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .target(
+            name: "CairnISCSI",
+            dependencies: [
+                "CairnCore", "CairnClient", "CairnNBD",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .target(
             name: "CairnFS",
@@ -116,7 +125,7 @@ let package = Package(
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnFS", "CairnFuse",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnISCSI", "CairnFS", "CairnFuse",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -129,6 +138,10 @@ let package = Package(
         .testTarget(
             name: "CairnNBDTests",
             dependencies: ["CairnNBD", "CairnCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnISCSITests",
+            dependencies: ["CairnISCSI", "CairnNBD", "CairnCore", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "CairnMetricsTests",

@@ -1,5 +1,6 @@
-// `cairn gateway`: the NBD frontend daemon. Every block volume is an NBD export named after
-// the volume, on TCP and optionally on a unix socket (see docs/nbd.md).
+// `cairn gateway`: the block frontends daemon. Every block volume is an NBD export named after
+// the volume, on TCP and optionally on a unix socket (see docs/nbd.md), and an iSCSI target
+// (see docs/iscsi.md).
 import ArgumentParser
 import CairnClient
 import CairnCore
@@ -13,12 +14,13 @@ extension NBDTLSMode: ExpressibleByArgument {}
 
 struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gateway", abstract: "Serve every block volume as an NBD export.")
+        commandName: "gateway", abstract: "Serve every block volume as an NBD export and an iSCSI target.")
 
     @Option(help: "TCP address to serve NBD on ('none' for no TCP listener).")
     var nbd = "127.0.0.1:10809"
     @Option(name: .customLong("nbd-socket"), help: "Unix socket path to serve NBD on as well.")
     var nbdSocket: String?
+    @OptionGroup var iscsi: ISCSIGatewayOptions
     @Option(help: "TLS: off, on (offered) or require (nothing but STARTTLS in the clear).")
     var tls: NBDTLSMode = .off
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain for TLS.")
@@ -60,6 +62,7 @@ struct GatewayCommand: AsyncParsableCommand {
             config.tlsKeyPath = tlsKey
             let server = try NBDServer(config: config, exports: exports.frontend("nbd"), group: Runtime.group, logger: logger)
             let endpoints = try await server.start()
+            let iscsiServer = try await iscsi.start(exports: exports.frontend("iscsi"), group: Runtime.group, logger: Runtime.logger("cairn.iscsi"))
             let status = try await GatewayStatus.start(http: http, manager: mc, logger: logger)
             print("NBD gateway serving \(endpoints.joined(separator: " "))")
             fflush(stdout)
@@ -67,6 +70,7 @@ struct GatewayCommand: AsyncParsableCommand {
             logger.info("gateway stopping")
             await status.stop()
             await server.stop()
+            await iscsiServer?.stop()
             await exports.closeAll()
             pool.closeAll()
         }

@@ -25,6 +25,8 @@ struct LocalCommand: AsyncParsableCommand {
         var journalSize = "256MiB"
         @Option(name: .customLong("rebuild-rate")) var rebuildRate = "256MiB"
         @Option(name: .customLong("nbd-port"), help: "Port of the NBD gateway (0: no gateway).") var nbdPort = 10809
+        @Option(name: .customLong("iscsi-port"), help: "Port of the gateway's iSCSI target, no authentication (default 3260 if free; 0: none).")
+        var iscsiPort: Int?
         @Option(name: .customLong("http-port"),
                 help: "First port of /metrics, /healthz and /readyz: storage node i on PORT+i-1, the gateway on PORT+nodes (the manager serves them on its API port).")
         var httpPort = 9420
@@ -91,6 +93,8 @@ struct LocalCommand: AsyncParsableCommand {
                         try? fm.removeItem(atPath: socket)
                         try children.spawn("gateway", [
                             "gateway", "--nbd", "127.0.0.1:\(nbdPort)", "--nbd-socket", socket,
+                            "--iscsi-allow-no-auth",
+                        ] + (iscsiPort.map { ["--iscsi", $0 > 0 ? "127.0.0.1:\($0)" : "none"] } ?? []) + [
                             "--manager", managerURL, "--secret-file", secretFile,
                             "--http", "127.0.0.1:\(httpPort + nodes)",
                         ])
@@ -101,6 +105,9 @@ struct LocalCommand: AsyncParsableCommand {
                         }
                         if fm.fileExists(atPath: socket) {
                             nbdEndpoint = "\n  nbd:           nbd://127.0.0.1:\(nbdPort)/VOLUME  nbd+unix:///VOLUME?socket=\(socket)"
+                            if iscsiPort != 0 {
+                                nbdEndpoint += "\n  iscsi:         iscsi://127.0.0.1:\(iscsiPort ?? 3260)/iqn.2026-11.io.cairn:VOLUME/0 (see the gateway log)"
+                            }
                         } else {
                             nbdEndpoint = "\n  nbd:           the gateway did not start; see \(root)/logs/gateway.log"
                         }

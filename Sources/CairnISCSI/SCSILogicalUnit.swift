@@ -150,9 +150,11 @@ public final class SCSILogicalUnit: Sendable {
 
     private func writeSame(lba: UInt64, blocks: Int, unmap: Bool, block: ByteBuffer?) async throws -> SCSIResult {
         try checkWritable()
-        // WSNZ is set: zero blocks means nothing, not "to the end".
-        guard blocks > 0 else { throw SCSISense.invalidFieldInCDB }
+        // WSNZ is clear: zero blocks means from the LBA to the end of the volume.
+        guard lba <= blockCount else { throw SCSISense.lbaOutOfRange }
+        let blocks = blocks == 0 ? Int(blockCount - lba) : blocks
         guard UInt64(blocks) <= Self.writeSameBlocksMax else { throw SCSISense.invalidFieldInCDB }
+        guard blocks > 0 else { return .good() }
         let (end, overflow) = lba.addingReportingOverflow(UInt64(blocks))
         guard !overflow, end <= blockCount else { throw SCSISense.lbaOutOfRange }
         let bs = Self.blockSize

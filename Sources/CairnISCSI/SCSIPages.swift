@@ -75,7 +75,7 @@ enum SCSIInquiry {
 
     static func blockLimits() -> [UInt8] {
         var d = [UInt8](repeating: 0, count: 60)
-        d[0] = 0x01                                                   // WSNZ
+        d[0] = 0x00                                                   // WSNZ clear: WRITE SAME of 0 blocks runs to the end
         d[1] = UInt8(SCSILogicalUnit.compareAndWriteBlocksMax)
         d.replaceSubrange(2..<4, with: be16(8))                       // optimal granularity: 4 KiB
         let maxBlocks = UInt32(ISCSILimits.transferBytesMax / SCSILogicalUnit.blockSize)
