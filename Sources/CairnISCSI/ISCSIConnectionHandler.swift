@@ -329,23 +329,6 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
     /// Runs `work` as a task and delivers its result on the event loop.
     private func answer<T>(_ context: ChannelHandlerContext, _ work: @escaping @Sendable () async throws -> T,
                            _ deliver: @escaping (ISCSIConnectionHandler, ChannelHandlerContext, Result<T, Error>) -> Void) {
-        let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
-        let deliverBound = NIOLoopBound(deliver, eventLoop: loop)
-        Task {
-            let result: Result<T, Error>
-            do { result = .success(try await work()) } catch { result = .failure(error) }
-            let transfer = ISCSITransfer(result)
-            loop.execute {
-                let (handler, context) = bound.value
-                deliverBound.value(handler, context, transfer.value)
-            }
-        }
+        runAndDeliver(self, context, work, deliver)
     }
-}
-
-/// Moves a value to the event loop that owns it; handed over once, never touched by the sender again.
-struct ISCSITransfer<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

@@ -27,10 +27,10 @@ public final class ISCSIServer: @unchecked Sendable {
     let context: ISCSIServerContext
     let group: EventLoopGroup
     let logger: Logger
-    private let connections = Locked(0)
     private let nextTSIH = Locked<UInt16>(1)
     private let listener = Locked<Channel?>(nil)
-    private let accepted = Locked<[ObjectIdentifier: Channel]>([:])
+    /// Accepted connections, closed by `stop()`.
+    private let admission: ConnectionAdmission
 
     public init(config: ISCSIServerConfig, exports: NBDExportProvider, group: EventLoopGroup, logger: Logger) throws {
         guard config.auth.chap != nil || config.auth.allowNone else {
@@ -40,6 +40,7 @@ public final class ISCSIServer: @unchecked Sendable {
             throw CairnError.invalidArgument("mutual CHAP needs the initiator's CHAP credentials as well")
         }
         self.config = config; self.group = group; self.logger = logger
+        admission = ConnectionAdmission(limit: ISCSILimits.connectionsMax, logger: logger)
         context = ISCSIServerContext(exports: exports, auth: config.auth, reservations: SCSIReservationRegistry())
     }
 
@@ -54,7 +55,7 @@ public final class ISCSIServer: @unchecked Sendable {
 
     public func stop() async {
         if let ch = listener.withLock({ l -> Channel? in defer { l = nil }; return l }) { try? await ch.close() }
-        for ch in accepted.withLock({ Array($0.values) }) { try? await ch.close() }
+        await admission.closeAll()
     }
 
     private func tsih() -> UInt16 {
@@ -71,21 +72,7 @@ public final class ISCSIServer: @unchecked Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.autoRead, value: true)
             .childChannelInitializer { [self] channel in
-                let admitted = connections.withLock { n -> Bool in
-                    guard n < ISCSILimits.connectionsMax else { return false }
-                    n += 1
-                    return true
-                }
-                guard admitted else {
-                    logger.warning("connection refused: at the limit", metadata: ["limit": "\(ISCSILimits.connectionsMax)"])
-                    return channel.close()
-                }
-                let key = ObjectIdentifier(channel)
-                accepted.withLock { $0[key] = channel }
-                channel.closeFuture.whenComplete { _ in
-                    self.connections.withLock { $0 -= 1 }
-                    _ = self.accepted.withLock { $0.removeValue(forKey: key) }
-                }
+                guard admission.admit(channel) else { return channel.close() }
                 var log = logger
                 log[metadataKey: "peer"] = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
                 let handler = ISCSIConnectionHandler(server: context, tsih: tsih(), logger: log)

@@ -280,26 +280,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// Runs `work` as a task and delivers its result on the event loop.
     private func answer<T>(_ context: ChannelHandlerContext, _ work: @escaping @Sendable () async throws -> T,
                            _ deliver: @escaping (NBDConnectionHandler, ChannelHandlerContext, Result<T, Error>) -> Void) {
-        let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
-        let deliverBound = NIOLoopBound(deliver, eventLoop: loop)
-        Task {
-            let result: Result<T, Error>
-            do { result = .success(try await work()) } catch { result = .failure(error) }
-            let sendable = UnsafeTransfer(result)
-            loop.execute {
-                let (handler, context) = bound.value
-                deliverBound.value(handler, context, sendable.value)
-            }
-        }
+        runAndDeliver(self, context, work, deliver)
     }
-}
-
-/// Moves a value to the event loop that owns it; used only where the value is handed over
-/// once and never touched by the sender again.
-struct UnsafeTransfer<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 extension NBDOperation {

@@ -22,14 +22,13 @@ public final class NBDServer: @unchecked Sendable {
     let group: EventLoopGroup
     let logger: Logger
     let tls: NIOSSLContext?
-    /// Open connections; guarded by its lock.
-    private let connections = Locked(0)
     private let channels = Locked<[Channel]>([])
     /// Accepted connections, closed by `stop()`.
-    private let accepted = Locked<[ObjectIdentifier: Channel]>([:])
+    private let admission: ConnectionAdmission
 
     public init(config: NBDServerConfig, exports: NBDExportProvider, group: EventLoopGroup, logger: Logger) throws {
         self.config = config; self.exports = exports; self.group = group; self.logger = logger
+        admission = ConnectionAdmission(limit: NBDLimits.connectionsMax, logger: logger)
         guard config.tlsMode != .off else { tls = nil; return }
         guard let cert = config.tlsCertificatePath, let key = config.tlsKeyPath else {
             throw CairnError.invalidArgument("--tls \(config.tlsMode.rawValue) needs --tls-cert and --tls-key")
@@ -66,9 +65,7 @@ public final class NBDServer: @unchecked Sendable {
             try? await ch.close()
         }
         // Connections end before their exports close, so no request runs on a closed client.
-        for ch in accepted.withLock({ Array($0.values) }) {
-            try? await ch.close()
-        }
+        await admission.closeAll()
     }
 
     private func bootstrap(tcp: Bool) -> ServerBootstrap {
@@ -78,21 +75,7 @@ public final class NBDServer: @unchecked Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         }
         return b.childChannelInitializer { [self] channel in
-                let admitted = connections.withLock { n -> Bool in
-                    guard n < NBDLimits.connectionsMax else { return false }
-                    n += 1
-                    return true
-                }
-                guard admitted else {
-                    logger.warning("connection refused: at the limit", metadata: ["limit": "\(NBDLimits.connectionsMax)"])
-                    return channel.close()
-                }
-                let key = ObjectIdentifier(channel)
-                accepted.withLock { $0[key] = channel }
-                channel.closeFuture.whenComplete { _ in
-                    self.connections.withLock { $0 -= 1 }
-                    _ = self.accepted.withLock { $0.removeValue(forKey: key) }
-                }
+                guard admission.admit(channel) else { return channel.close() }
                 var log = logger
                 log[metadataKey: "peer"] = "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
                 let handler = NBDConnectionHandler(exports: exports, tlsMode: config.tlsMode, tls: tls, logger: log)

@@ -41,7 +41,7 @@ echo "$ident" | grep -qa "Designator Type:(3) NAA" || fail "no NAA designator"
 echo "$ident" | grep -qa "${IQN_PREFIX}disk1" || fail "no SCSI name string with the target name"
 limits=$(iscsi-inq -e 1 -c 176 "$(iscsi_url disk1)")
 echo "$limits"
-echo "$limits" | grep -qi "maximum transfer length:16384" || fail "block limits: $limits"
+echo "$limits" | grep -qi "maximum transfer length:65536" || fail "block limits: $limits"
 iscsi-inq -e 1 -c 177 "$(iscsi_url disk1)" | grep -qi "rotation" || fail "block device characteristics"
 lbp=$(iscsi-inq -e 1 -c 178 "$(iscsi_url disk1)")
 echo "$lbp"
