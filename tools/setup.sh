@@ -6,7 +6,7 @@ PACKAGES=(
     pkg-config libsqlite3-dev curl python3
     libfuse3-dev fuse3
     libnbd-dev libnbd-bin python3-libnbd nbdkit qemu-utils
-    libiscsi-dev libiscsi-bin qemu-block-extra tgt
+    libiscsi-dev libiscsi-bin qemu-block-extra
     fio e2fsprogs xfsprogs util-linux openssl
     prometheus
     etcd-server etcd-client

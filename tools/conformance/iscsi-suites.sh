@@ -6,7 +6,7 @@
 #   tools/conformance/iscsi-suites.sh URL RESULTS [FAMILY.SUITE...]   (default: every suite)
 set -euo pipefail
 url=$1 results=$2; shift 2
-timeout_s=${ISCSI_SUITE_TIMEOUT:-60}
+timeout_s=${ISCSI_SUITE_TIMEOUT:-120}
 here=$(cd "$(dirname "$0")" && pwd)
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then

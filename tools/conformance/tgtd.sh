@@ -6,6 +6,8 @@
 # and only then is it killed by its own pid (never by name).
 set -euo pipefail
 IQN=iqn.2026-11.io.cairn.peer:tgtd
+# Not in tools/setup.sh on purpose: Debian's package also starts a tgtd service on port 3260.
+command -v tgtd >/dev/null || { echo "tgtd.sh: needs Debian's tgt (apt-get install tgt)" >&2; exit 1; }
 cmd=$1 dir=$2
 case "$cmd" in
 start)
