@@ -73,7 +73,8 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
     private var acceptsInput: Bool {
         switch phase {
         case .login: return !waiting
-        case .fullFeature(let f, _): return !waiting && f.inFlight < Int(ISCSILimits.queueDepth) * 2
+        // Writes waiting for their Data-Out do not count: their data must still be read.
+        case .fullFeature(let f, _): return !waiting && f.inFlight - f.pendingWrites < Int(ISCSILimits.queueDepth) * 2
         case .closed: return false
         }
     }
