@@ -5,7 +5,10 @@ the same errno, and what it touched is compared (type, permission bits, size, li
 count, content, symlink target, user xattrs) after every step; the whole trees are
 compared every --full-every steps and at the end.
 
-usage: fs_random.py SEED OPS MOUNT_DIR REFERENCE_DIR
+With more mount directories (mounts of the same filesystem by other daemons), step i
+is applied through mount i mod n and what it touched is compared through every mount.
+
+usage: fs_random.py SEED OPS MOUNT_DIR REFERENCE_DIR [MOUNT_DIR...]
        fs_random.py --compare MOUNT_DIR REFERENCE_DIR
 """
 import errno
@@ -172,24 +175,27 @@ def main():
         compare_all(sys.argv[2], sys.argv[3], "final")
         print("trees are identical")
         return
-    seed, ops, mount, ref = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    seed, ops, ref = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
+    mounts = [sys.argv[3]] + sys.argv[5:]
     full_every = int(os.environ.get("FULL_EVERY", "100"))
     rng = random.Random(seed)
     counts = {}
     for step in range(1, ops + 1):
         op = make_op(rng, ref)
         want = apply(ref, op)
-        got = apply(mount, op)
+        got = apply(mounts[step % len(mounts)], op)
         if want != got:
             sys.exit(f"step {step}: {op} -> reference {errno.errorcode.get(want, want)}, mount {errno.errorcode.get(got, got)}")
         counts[op["kind"] + ("" if want is None else "!")] = counts.get(op["kind"] + ("" if want is None else "!"), 0) + 1
         for rel in touched(op):
             if rel:
-                compare(mount, ref, rel, step)
+                for mount in mounts:
+                    compare(mount, ref, rel, step)
         if step % full_every == 0:
-            compare_all(mount, ref, step)
-    compare_all(mount, ref, ops)
-    print(f"seed {seed}: {ops} operations, identical after each; " +
+            compare_all(mounts[0], ref, step)
+    for mount in mounts:
+        compare_all(mount, ref, ops)
+    print(f"seed {seed}: {ops} operations through {len(mounts)} mount(s), identical after each; " +
           ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 

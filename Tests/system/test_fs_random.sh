@@ -2,13 +2,14 @@
 # The shared FUSE filesystem on real kernel mounts of a real cluster: a randomized
 # sequence of create/write/append/truncate/rename/link/unlink/mkdir/rmdir/chmod/xattr/
 # symlink applied to a mount and to a reference directory on the local disk, compared
-# after every step; a second mount then sees the same tree; everything is still there
+# after every step; a second mount then sees the same tree; more random operations
+# alternate between the two mounts, compared through both; everything is still there
 # after unmount and remount.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
 PY=/usr/bin/python3
 SEED=${FS_SEED:-$RANDOM}
-OPS=${FS_OPS:-600}
+OPS=${FS_OPS:-400}
 start_cluster 3
 "$CAIRN" volume create shared --kind filesystem --size 1GiB >/dev/null
 
@@ -21,6 +22,9 @@ $PY "$(dirname "$0")/fs_random.py" "$SEED" "$OPS" "$T/m1" "$T/ref" || fail "rand
 log "a second mount sees the same tree"
 fs_mount shared "$T/m2"
 $PY "$(dirname "$0")/fs_random.py" --compare "$T/m2" "$T/ref" || fail "second mount differs"
+
+log "random operations alternating between the two mounts: seed $(( SEED + 1 )), $(( OPS / 4 )) operations"
+$PY "$(dirname "$0")/fs_random.py" "$(( SEED + 1 ))" "$(( OPS / 4 ))" "$T/m1" "$T/ref" "$T/m2" || fail "two-mount random operations (seed $(( SEED + 1 )))"
 
 log "unmount and remount: everything is still there"
 fs_umount "$T/m1" "$M1"
