@@ -77,18 +77,20 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 }
 
-/// The gateway's /metrics, /healthz and /readyz: alive while it serves (it is started
-/// after the frontends' listeners are up), ready while the manager answers it too.
+/// A client daemon's /metrics, /healthz and /readyz (the gateway's, a FUSE mount's): alive
+/// while it serves (it is started after the daemon's own service is up), ready while the
+/// manager answers it too. `role` prefixes its own metric.
 struct GatewayStatus {
     static let probeInterval: Duration = .seconds(1)
     static let managerStaleAfter: Duration = .seconds(5)
     let server: HTTPServer?
     let watcher: Task<Void, Never>
 
-    static func start(http: String, manager: ManagerClient, logger: Logger) async throws -> GatewayStatus {
+    static func start(http: String, manager: ManagerClient, logger: Logger,
+                      role: String = "gateway") async throws -> GatewayStatus {
         let contact = ContactTracker("the manager", staleAfter: managerStaleAfter)
-        let age = MetricsRegistry.shared.gauge("gateway_manager_contact_age", unit: .seconds,
-                                               help: "Seconds since the manager last answered the gateway (-1: never).")
+        let age = MetricsRegistry.shared.gauge("\(role)_manager_contact_age", unit: .seconds,
+                                               help: "Seconds since the manager last answered the \(role) daemon (-1: never).")
         MetricsRegistry.shared.onScrape { age.set(contact.age?.secondsDouble ?? -1) }
         let watcher = Task { await contact.watch(every: probeInterval) { _ = try await manager.nodes() } }
         guard http != "none" else { return GatewayStatus(server: nil, watcher: watcher) }
@@ -96,7 +98,7 @@ struct GatewayStatus {
         health.addReadinessCheck("manager", contact.check)
         let (host, port) = try parseHostPort(http)
         let (server, bound) = try await MetricsEndpoint(health: health).serve(host: host, port: port, group: Runtime.group)
-        logger.info("gateway metrics and health", metadata: ["http": "http://\(host):\(bound)"])
+        logger.info("\(role) metrics and health", metadata: ["http": "http://\(host):\(bound)"])
         return GatewayStatus(server: server, watcher: watcher)
     }
 

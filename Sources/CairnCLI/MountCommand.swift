@@ -22,6 +22,8 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Seconds the kernel may cache attributes (0: every stat asks the store).") var attrTimeout: Double = 0
     @Option(help: "Seconds the kernel may cache names.") var entryTimeout: Double = 0
     @Option(help: "Size of this mount's data volume (thin: space is used as data is written).") var dataVolumeSize: SizeArgument = SizeArgument(argument: "256GiB")!
+    @Option(help: "Address to serve /metrics, /healthz and /readyz on (default none: several mounts share a host).")
+    var http = "none"
     @OptionGroup var client: ClientOptions
 
     /// A data volume's name adds ".d." and 8 hex digits to the filesystem's.
@@ -63,6 +65,9 @@ struct MountCommand: AsyncParsableCommand {
                 guard let s = try? await mc.status() else { return (0, 0) }
                 return (s.capacityBytes, s.capacityBytes > s.usedBytes ? s.capacityBytes - s.usedBytes : 0)
             }
+            let status = try await GatewayStatus.start(http: http, manager: mc, logger: Runtime.logger("cairn.fuse"),
+                                                       role: "fuse")
+            defer { Task { await status.stop() } }
             let mountpoint = self.mountpoint
             let options = mountOptions
             let announcement = "mounted \(name) on \(mountpoint) (data volume \(slices.writer.name))"

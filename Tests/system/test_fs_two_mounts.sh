@@ -7,7 +7,8 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
 start_cluster 3
 "$CAIRN" volume create home --kind filesystem --size 1GiB >/dev/null
-fs_mount home "$T/a"
+MOUNT_HTTP="http://127.0.0.1:$(( BASE_PORT + 17 ))"
+fs_mount home "$T/a" --http "${MOUNT_HTTP#http://}"
 A=$MOUNT_PID
 fs_mount home "$T/b"
 B=$MOUNT_PID
@@ -16,6 +17,12 @@ log "close-to-open: a file closed on one mount reads whole on the other"
 head -c 3000000 /dev/urandom > "$T/blob"
 cp "$T/blob" "$T/a/blob"
 cmp "$T/blob" "$T/b/blob" || fail "mount b reads different bytes"
+# The mount daemon's own /metrics: valid exposition, and its FUSE writes counted.
+curl -sf "$MOUNT_HTTP/readyz" >/dev/null || fail "mount a is not ready: $(curl -s "$MOUNT_HTTP/readyz")"
+curl -sf "$MOUNT_HTTP/metrics" > "$T/mount-metrics.txt" || fail "mount a serves no /metrics"
+if command -v promtool >/dev/null; then promtool check metrics < "$T/mount-metrics.txt" || fail "promtool rejects the mount's metrics"; fi
+fuse_written=$(awk '/^cairn_volume_io_bytes_total\{.*frontend="fuse".*op="write"/ { s += $2 } END { printf "%d", s }' "$T/mount-metrics.txt")
+[ "$fuse_written" -ge 3000000 ] || fail "mount a counted $fuse_written bytes written through FUSE, expected at least 3000000"
 printf 'more' >> "$T/b/blob"; printf 'more' >> "$T/blob"
 cmp "$T/blob" "$T/a/blob" || fail "mount a does not see b's append"
 
