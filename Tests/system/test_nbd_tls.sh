@@ -22,7 +22,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=another CA" \
 TLS_PORT=$(( BASE_PORT + 18 )); ON_PORT=$(( BASE_PORT + 17 ))
 gateway() {  # gateway PORT MODE CLIENT-ID VOLUME-LOG
     "$CAIRN" gateway --nbd "127.0.0.1:$1" --tls "$2" --tls-cert "$PKI/server-cert.pem" --tls-key "$PKI/server-key.pem" \
-        --client-id "$3" --manager "$(manager_url)" --secret-file "$T/data/secret" > "$T/$3.log" 2>&1 &
+        --client-id "$3" --http none --iscsi none --manager "$(manager_url)" --secret-file "$T/data/secret" > "$T/$3.log" 2>&1 &
     echo $! > "$T/data/run/$3.pid"   # stop_cluster kills it by its pid file
     wait_for "gateway $3 to listen" 10 grep -q "NBD gateway serving" "$T/$3.log"
 }
