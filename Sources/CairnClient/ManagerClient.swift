@@ -8,21 +8,21 @@ public final class ManagerClient: @unchecked Sendable {
     /// As given: one address, or several separated by commas (managers on one etcd).
     public let baseURL: String
     /// Every manager address; calls go to the one that answered last.
-    public let endpoints: [String]
+    public var endpoints: [String] { managers.endpoints }
     let secret: String
     let group: EventLoopGroup
-    private let preferred = Locked(0)
+    private let managers: EndpointRotation
     /// With several managers, how long a call keeps looking for the leader (a takeover
     /// needs the old leader's lease to expire first).
     public var leaderSearch: Duration = .seconds(30)
 
     public init(baseURL: String, secret: String, group: EventLoopGroup) {
         self.baseURL = baseURL
-        self.endpoints = baseURL.split(separator: ",").map { part in
+        self.managers = EndpointRotation(baseURL.split(separator: ",").map { part in
             var url = part.trimmingCharacters(in: .whitespaces)
             while url.hasSuffix("/") { url.removeLast() }
             return url
-        }.filter { !$0.isEmpty }
+        }.filter { !$0.isEmpty })
         self.secret = secret; self.group = group
     }
 
@@ -36,24 +36,10 @@ public final class ManagerClient: @unchecked Sendable {
         guard endpoints.count > 1 else {
             return try await callOne(endpoints.first ?? baseURL, method, path, body: body, as: T.self)
         }
-        let clock = ContinuousClock()
-        let deadline = clock.now + leaderSearch
-        while true {
-            let start = preferred.snapshot
-            var lastError = CairnError.unavailable("no manager answered")
-            for offset in 0..<endpoints.count {
-                let index = (start + offset) % endpoints.count
-                do {
-                    let answer = try await callOne(endpoints[index], method, path, body: body, as: T.self)
-                    preferred.withLock { $0 = index }
-                    return answer
-                } catch let e as CairnError {
-                    guard case .unavailable = e else { throw e }
-                    lastError = e
-                }
-            }
-            guard clock.now < deadline else { throw lastError }
-            try await Task.sleep(for: .milliseconds(250))
+        return try await managers.call(window: leaderSearch, pause: .milliseconds(250),
+                                       noAnswer: .unavailable("no manager answered"),
+                                       moveOn: { if case .unavailable = $0 { return true } else { return false } }) {
+            try await callOne($0, method, path, body: body, as: T.self)
         }
     }
 

@@ -17,17 +17,16 @@ import Foundation
 import NIOCore
 
 public final class EtcdClient: @unchecked Sendable {
-    public let endpoints: [String]
+    public var endpoints: [String] { members.endpoints }
     let group: EventLoopGroup
-    /// Index of the member to try first (the last one that answered). Guarded by its lock.
-    private let preferred = Locked(0)
+    private let members: EndpointRotation
     public var callTimeout: TimeAmount = .seconds(10)
     public var retryWindow: Duration = .seconds(15)
 
     /// `endpoints`: `http://host:port` of each member.
     public init(endpoints: [String], group: EventLoopGroup) throws {
         guard !endpoints.isEmpty else { throw CairnError.invalidArgument("give at least one etcd endpoint") }
-        self.endpoints = endpoints
+        self.members = EndpointRotation(endpoints)
         self.group = group
     }
 
@@ -52,72 +51,50 @@ public final class EtcdClient: @unchecked Sendable {
     /// One unary call (`path` like `/v3/kv/range`).
     func call<Request: Encodable, Answer: Decodable>(_ path: String, _ request: Request, as: Answer.Type) async throws -> Answer {
         let body = [UInt8](try JSONEncoder().encode(request))
-        let clock = ContinuousClock()
-        let deadline = clock.now + retryWindow
-        var lastError: CairnError = .unavailable("no etcd member answered")
-        while true {
-            let start = preferred.snapshot
-            for offset in 0..<endpoints.count {
-                let index = (start + offset) % endpoints.count
-                let member = endpoints[index]
-                let response: HTTPClient.Response
-                do {
-                    response = try await HTTPClient.request("POST", baseURL: member, path: path,
-                                                            headers: [("Content-Type", "application/json")],
-                                                            body: body, group: group, timeout: callTimeout,
-                                                            peer: "etcd at \(member)")
-                } catch let e as CairnError {
-                    // Only a connection that never opened is safe to repeat elsewhere.
-                    guard case .unavailable(let m) = e, m.hasPrefix("cannot reach") else { throw e }
-                    lastError = e
-                    continue
-                }
-                if (200..<300).contains(response.status) {
-                    preferred.withLock { $0 = index }
-                    do {
-                        return try JSONDecoder().decode(Answer.self, from: Data(response.body))
-                    } catch {
-                        throw CairnError.protocolError("unexpected answer from etcd at \(member): \(error)")
-                    }
-                }
-                let e = Self.error(status: response.status, body: response.body, member: member)
-                if Self.isNotApplied(e) { lastError = e; continue }
-                throw e
+        return try await members.call(window: retryWindow, pause: .milliseconds(200),
+                                      noAnswer: .unavailable("no etcd member answered"),
+                                      moveOn: { Self.isConnectFailure($0) || Self.isNotApplied($0) }) { member in
+            let response = try await HTTPClient.request("POST", baseURL: member, path: path,
+                                                        headers: [("Content-Type", "application/json")],
+                                                        body: body, group: group, timeout: callTimeout,
+                                                        peer: "etcd at \(member)")
+            guard (200..<300).contains(response.status) else {
+                throw Self.error(status: response.status, body: response.body, member: member)
             }
-            guard clock.now < deadline else { throw lastError }
-            try await Task.sleep(for: .milliseconds(200))
+            do {
+                return try JSONDecoder().decode(Answer.self, from: Data(response.body))
+            } catch {
+                throw CairnError.protocolError("unexpected answer from etcd at \(member): \(error)")
+            }
         }
     }
 
     /// Opens a watch stream and feeds its lines (one JSON object each) to `onLine` until it
-    /// returns true or `timeout` passes. Returns whether `onLine` was satisfied.
+    /// returns true or `timeout` passes. Returns whether `onLine` was satisfied. One round
+    /// over the members: a watch that fails is simply watched again by its caller.
     func watchStream(_ request: EtcdJSON.WatchCreate, timeout: Duration,
                      onLine: @escaping @Sendable ([UInt8]) -> Bool) async throws -> Bool {
         let body = [UInt8](try JSONEncoder().encode(request))
-        var lastError: CairnError = .unavailable("no etcd member answered")
-        let start = preferred.snapshot
-        for offset in 0..<endpoints.count {
-            let index = (start + offset) % endpoints.count
-            let member = endpoints[index]
+        let nanos = max(Int64(1), timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        return try await members.call(window: .zero, pause: .zero, noAnswer: .unavailable("no etcd member answered"),
+                                      moveOn: { if case .unavailable = $0 { return true } else { return false } }) { member in
             let splitter = LineSplitter(onLine: onLine)
-            do {
-                let nanos = max(Int64(1), timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
-                let end = try await HTTPClient.stream("POST", baseURL: member, path: "/v3/watch",
-                                                      headers: [("Content-Type", "application/json")], body: body,
-                                                      group: group, timeout: .nanoseconds(nanos), peer: "etcd at \(member)") {
-                    splitter.feed($0)
-                }
-                guard end.status == 0 || (200..<300).contains(end.status) else {
-                    throw CairnError.unavailable("etcd at \(member) refused the watch with HTTP \(end.status)")
-                }
-                preferred.withLock { $0 = index }
-                return end.reason == .enough
-            } catch let e as CairnError {
-                guard case .unavailable = e else { throw e }
-                lastError = e
+            let end = try await HTTPClient.stream("POST", baseURL: member, path: "/v3/watch",
+                                                  headers: [("Content-Type", "application/json")], body: body,
+                                                  group: group, timeout: .nanoseconds(nanos), peer: "etcd at \(member)") {
+                splitter.feed($0)
             }
+            guard end.status == 0 || (200..<300).contains(end.status) else {
+                throw CairnError.unavailable("etcd at \(member) refused the watch with HTTP \(end.status)")
+            }
+            return end.reason == .enough
         }
-        throw lastError
+    }
+
+    /// Only a connection that never opened is safe to repeat elsewhere (nothing was sent).
+    static func isConnectFailure(_ e: CairnError) -> Bool {
+        guard case .unavailable(let m) = e else { return false }
+        return m.hasPrefix("cannot reach")
     }
 
     /// The CairnError for an etcd error answer (gRPC status codes in `code`).
