@@ -100,7 +100,8 @@ struct NodeCommand: AsyncParsableCommand {
 struct VolumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "volume", abstract: "Volumes.",
-        subcommands: [Create.self, List.self, Get.self, Delete.self, Resize.self, Set.self, Import.self, Export.self, Verify.self])
+        subcommands: [Create.self, List.self, Get.self, Delete.self, Resize.self, Set.self, Import.self, Export.self, Verify.self,
+                      Clone.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a volume.")

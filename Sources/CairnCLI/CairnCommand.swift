@@ -11,6 +11,7 @@ public struct CairnCommand: AsyncParsableCommand {
             LocalCommand.self, ManagerCommand.self, StorageCommand.self, StatusCommand.self,
             VolumeCommand.self, NodeCommand.self, BenchCommand.self, GatewayCommand.self,
             MountCommand.self, UmountCommand.self,
+            SnapshotCommand.self,
         ])
     public init() {}
 }

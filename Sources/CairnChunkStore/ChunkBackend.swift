@@ -53,6 +53,11 @@ public protocol ChunkBackend: AnyObject, Sendable {
     /// Holes read as zeroes.
     func readBlockRaw(_ key: ChunkKey, index: Int) async throws -> (BlockEntry, [UInt8])
     func deleteChunk(_ key: ChunkKey) async throws
+    /// Copy-up from a snapshot layer: makes `to` a copy of `from` (block table with its
+    /// versions, and data) in this store, durable when it returns. A `to` that exists is
+    /// kept as it is (a repeated order); a missing `from` (never written) leaves `to`
+    /// missing, which reads the same. Returns whether a copy was made.
+    func copyChunk(from: ChunkKey, to: ChunkKey) async throws -> Bool
     /// Deletes every chunk of the volume and its fencing epoch.
     func deleteVolume(_ volume: VolumeID) async throws
     /// The volume's fencing epoch (0 if never raised).

@@ -94,6 +94,17 @@ final class ChunkFileCache: @unchecked Sendable {
         }
     }
 
+    /// Moves a finished copy (`temporary`, synced) into place as the chunk's file, unless
+    /// the chunk exists already; under the cache lock, so no reader sees a half state.
+    /// Returns whether it was moved.
+    func install(_ key: ChunkKey, from temporary: String) throws -> Bool {
+        try lock.withLock {
+            guard files[key] == nil, !Sys.exists(path(key)) else { return false }
+            try Sys.rename(temporary, path(key))
+            return true
+        }
+    }
+
     /// Removes the volume's directory with every chunk in it.
     func removeVolume(_ volume: VolumeID) throws {
         try lock.withLock {

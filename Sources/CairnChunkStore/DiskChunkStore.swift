@@ -51,6 +51,7 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
         epochs = try EpochStore(directory: "\(directory)/epochs")
         try Sys.fsyncDirectory(directory)
         files = ChunkFileCache(root: chunksRoot, geometry: geometry)
+        Self.removeUnfinishedCopies(chunksRoot)
         journal = try Journal(path: "\(directory)/journal", capacity: journalBytes, chunkSize: chunkSize)
         if try journal.openHeader() {
             try journal.replay { record, payload in try apply(record, payload: payload, replaying: true) }
@@ -59,6 +60,17 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
         let thread = Thread { [self] in runCommitter() }
         thread.name = "cairn-chunk-committer"
         thread.start()
+    }
+
+    /// A copy-up cut off by a crash leaves its temporary file ("N.chunk.copy"); it was
+    /// never acknowledged.
+    static func removeUnfinishedCopies(_ root: String) {
+        let fm = FileManager.default
+        for volume in (try? fm.contentsOfDirectory(atPath: root)) ?? [] {
+            for name in (try? fm.contentsOfDirectory(atPath: "\(root)/\(volume)")) ?? [] where name.hasSuffix(".copy") {
+                unlink("\(root)/\(volume)/\(name)")
+            }
+        }
     }
 
     // MARK: Mutations
@@ -83,6 +95,10 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
 
     public func deleteChunk(_ key: ChunkKey) async throws {
         _ = try await submit(Mutation(key: key, kind: .deleteChunk, version: .zero))
+    }
+
+    public func copyChunk(from: ChunkKey, to: ChunkKey) async throws -> Bool {
+        try await submit(Mutation(key: to, kind: .copy(from: from), version: .zero)) == 1
     }
 
     public func deleteVolume(_ volume: VolumeID) async throws {
@@ -252,7 +268,13 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
             do {
                 for mutation in round { try add(mutation, to: &batch) }
                 try flush(&batch)
-                for mutation in round { mutation.continuation?.resume(returning: mutation.result) }
+                for mutation in round {
+                    if let error = mutation.failure {
+                        mutation.continuation?.resume(throwing: error)
+                    } else {
+                        mutation.continuation?.resume(returning: mutation.result)
+                    }
+                }
             } catch {
                 let failure = (error as? CairnError) ?? .io("\(error)")
                 state.withLock { self.failure = failure }
@@ -310,11 +332,56 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
                 try append(record, hasData ? .block(mutation, position) : .none, to: &batch)
             }
             mutation.result = chosen.count
+        case .copy(let from):
+            // Everything queued before (writes to the source) is applied first; the copy
+            // is durable by itself (synced, renamed, directory synced), and the checkpoint
+            // after it keeps older records of the target key (an earlier file's delete)
+            // from ever being replayed over it.
+            try flush(&batch)
+            do {
+                mutation.result = try copyChunkFile(from: from, to: mutation.key) ? 1 : 0
+            } catch {
+                mutation.failure = error  // The copy failed, the store did not.
+            }
+            if mutation.result == 1 { try checkpoint() }
         case .deleteChunk:
             try append(JournalRecord(type: .deleteChunk, key: mutation.key), .none, to: &batch)
         case .deleteVolume:
             try append(JournalRecord(type: .deleteVolume, key: mutation.key), .none, to: &batch)
             batch.touchesAll = true
+        }
+    }
+
+    /// Committer thread: copies the chunk file `from` to `to` through a temporary file.
+    private func copyChunkFile(from: ChunkKey, to: ChunkKey) throws -> Bool {
+        let target = files.path(to)
+        if Sys.exists(target) { return false }
+        let fileBytes = ChunkFile.tableBytes(geometry) + geometry.chunkSize
+        return try files.withFile(from, create: false) { source -> Bool in
+            guard let source else { return false }
+            let need = Int(clamping: Sys.allocatedBytes(source.path))
+            let free = Int(clamping: Sys.freeBytes(directory))
+            guard need + Self.spaceReserveBytes <= free else {
+                throw CairnError.noSpace("data directory \(directory) has \(free) bytes free; copying chunk \(from) needs \(need)")
+            }
+            let volumeDirectory = files.volumeDirectory(to.volume)
+            let newDirectory = !Sys.exists(volumeDirectory)
+            try Sys.mkdir(volumeDirectory)
+            let temporary = target + ".copy"
+            let fd = try Sys.open(temporary, O_RDWR | O_CREAT | O_TRUNC)!
+            var moved = false
+            defer {
+                Glibc.close(fd)
+                if !moved { unlink(temporary) }
+            }
+            try Sys.ftruncate(fd, fileBytes, temporary)
+            try source.lock.withReadLock { try Sys.copySparse(source.fd, fd, length: fileBytes, source.path) }
+            try Sys.fdatasync(fd, temporary)
+            moved = try files.install(to, from: temporary)
+            guard moved else { return false }
+            try Sys.fsyncDirectory(volumeDirectory)
+            if newDirectory { try Sys.fsyncDirectory(chunksRoot) }
+            return true
         }
     }
 
@@ -410,12 +477,16 @@ final class Mutation: @unchecked Sendable {
         case put([BlockCopy], overwriteBelow: Epoch)
         case deleteChunk
         case deleteVolume
+        /// Copy-up into `key` from another chunk of this store.
+        case copy(from: ChunkKey)
     }
     let key: ChunkKey
     let kind: Kind
     let version: BlockVersion
     /// Set by the committer: blocks applied by a putBlocks.
     var result = 0
+    /// Set by the committer when this mutation alone failed (a copy).
+    var failure: Error?
     var continuation: CheckedContinuation<Int, Error>?
 
     init(key: ChunkKey, kind: Kind, version: BlockVersion) {
@@ -431,7 +502,7 @@ final class Mutation: @unchecked Sendable {
             return (last - first) * blockSize
         case .put(let blocks, _):
             return blocks.filter { $0.data != nil }.count * blockSize
-        case .trim, .deleteChunk, .deleteVolume:
+        case .trim, .deleteChunk, .deleteVolume, .copy:
             return 0
         }
     }

@@ -66,6 +66,11 @@ public final class FaultyChunkBackend: ChunkBackend, @unchecked Sendable {
         try await inner.deleteChunk(key)
     }
 
+    public func copyChunk(from: ChunkKey, to: ChunkKey) async throws -> Bool {
+        try await fault(write: true, "copy \(from) to \(to)")
+        return try await inner.copyChunk(from: from, to: to)
+    }
+
     public func deleteVolume(_ volume: VolumeID) async throws {
         try await fault(write: true, "delete volume \(volume)")
         try await inner.deleteVolume(volume)

@@ -76,6 +76,17 @@ public final class MemoryChunkBackend: ChunkBackend, @unchecked Sendable {
         }
     }
 
+    public func copyChunk(from: ChunkKey, to: ChunkKey) async throws -> Bool {
+        try locked {
+            guard chunks[to] == nil, let source = chunks[from] else { return false }
+            let copy = MemoryChunk(blockCount: geometry.blockCount)
+            copy.entries = source.entries
+            copy.blocks = source.blocks
+            chunks[to] = copy
+            return true
+        }
+    }
+
     public func deleteChunk(_ key: ChunkKey) async throws {
         try locked { chunks[key] = nil }
     }

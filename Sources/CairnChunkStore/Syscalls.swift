@@ -1,5 +1,6 @@
 // The one place that calls the C library for file I/O. Every failure becomes a
 // `CairnError.io` (or `.noSpace`) naming the call, the path and errno's text.
+import CCairnShims
 import CairnCore
 import Glibc
 
@@ -76,6 +77,18 @@ enum Sys {
     static func ftruncate(_ fd: Int32, _ size: Int, _ path: String) throws {
         guard Glibc.ftruncate(fd, off_t(size)) == 0 else { throw error("ftruncate", path) }
     }
+
+    /// Copies the data extents of [0, length) from `input` to `output` (see cairn_copy_sparse).
+    static func copySparse(_ input: Int32, _ output: Int32, length: Int, _ path: String) throws {
+        let rc = cairn_copy_sparse(input, output, Int64(length))
+        guard rc == 0 else { throw error("copy", path, -rc) }
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        guard Glibc.rename(from, to) == 0 else { throw error("rename", from) }
+    }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
     static func mkdir(_ path: String) throws {
         guard Glibc.mkdir(path, 0o755) == 0 || errno == EEXIST else { throw error("mkdir", path) }

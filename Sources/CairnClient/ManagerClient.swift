@@ -109,6 +109,39 @@ public final class ManagerClient: @unchecked Sendable {
     public func allocateChunk(_ name: String, index: ChunkIndex, _ req: AllocateChunkRequest) async throws -> VolumeMap {
         try await call("POST", "/v1/volumes/\(Self.escape(name))/chunks/\(index)/allocate", body: try encode(req), as: VolumeMap.self)
     }
+    // MARK: Snapshots and clones (docs/ARCHITECTURE.md, "Snapshots and clones")
+
+    public typealias VolumeSource = CairnCore.VolumeSource
+
+    /// Takes a snapshot of a block volume. The same name for the same volume returns the
+    /// existing snapshot; the same name for another volume is `alreadyExists`.
+    public func createSnapshot(volume: String, name: String, requestID: String? = nil) async throws -> SnapshotRecord {
+        try await call("POST", "/v1/snapshots",
+                       body: try encode(CreateSnapshotRequest(volume: volume, name: name, requestID: requestID ?? UUID().uuidString)),
+                       as: SnapshotRecord.self)
+    }
+    /// Snapshots of one volume, or all, oldest first.
+    public func snapshots(volume: String? = nil) async throws -> [SnapshotRecord] {
+        try await call("GET", "/v1/snapshots" + (volume.map { "?volume=\(Self.escape($0))" } ?? ""), as: [SnapshotRecord].self)
+    }
+    /// `notFound` when there is no such snapshot.
+    public func snapshot(_ name: String) async throws -> SnapshotRecord {
+        try await call("GET", "/v1/snapshots/\(Self.escape(name))", as: SnapshotRecord.self)
+    }
+    /// `notFound` when there is no such snapshot. Volumes cloned from it keep their data.
+    public func deleteSnapshot(_ name: String) async throws {
+        _ = try await call("DELETE", "/v1/snapshots/\(Self.escape(name))", as: [String: String].self)
+    }
+    /// A new volume with the data of a snapshot or of a volume as it is now; `sizeBytes`
+    /// at least the source's (nil keeps it), `replicas` nil keeps the source's. The same
+    /// name and source again returns the existing clone.
+    public func cloneVolume(name: String, from source: VolumeSource, replicas: Int?, minReplicas: Int?, sizeBytes: UInt64?,
+                            requestID: String? = nil) async throws -> VolumeRecord {
+        let req = CloneVolumeRequest(name: name, source: source, replicas: replicas, replicasMin: minReplicas,
+                                     sizeBytes: sizeBytes, requestID: requestID ?? UUID().uuidString)
+        return try await call("POST", "/v1/clones", body: try encode(req), as: VolumeRecord.self)
+    }
+
     public func reportFailure(_ name: String, index: ChunkIndex, _ report: ReplicaFailureReport) async throws -> VolumeMap {
         try await call("POST", "/v1/volumes/\(Self.escape(name))/chunks/\(index)/failed", body: try encode(report), as: VolumeMap.self)
     }

@@ -16,6 +16,9 @@
 //    reconciles replicas that disagree before serving I/O.
 //  - Each write carries a sequence number, increasing within the writer's epoch, so a
 //    rebuild copy never overwrites a newer write.
+//  - A chunk the volume does not own is read from the nearest backing (snapshot) layer
+//    that does, at that layer's id and epoch; the first write to it has the manager copy
+//    it up first (allocateChunk), so writes only ever reach the volume's own chunks.
 import CairnCore
 import CairnMetrics
 import CairnWire
@@ -65,6 +68,8 @@ public final class VolumeClient: @unchecked Sendable {
     struct State {
         var map: VolumeMap
         var chunks: [ChunkIndex: ChunkRecord]
+        /// Backing layers, nearest first: (id, epoch, chunks).
+        var backing: [(id: VolumeID, epoch: Epoch, chunks: [ChunkIndex: ChunkRecord])]
         var addresses: [NodeID: String]
         var seq: UInt64 = 0
         /// Chunks where a failed mutation may have reached only some replicas; reconciled
@@ -85,6 +90,9 @@ public final class VolumeClient: @unchecked Sendable {
 
     static func makeState(_ map: VolumeMap, seq: UInt64 = 0) -> State {
         State(map: map, chunks: Dictionary(map.chunks.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a }),
+              backing: (map.backing ?? []).map { layer in
+                  (layer.id, layer.epoch, Dictionary(layer.chunks.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a }))
+              },
               addresses: Dictionary(map.nodes.map { ($0.id, $0.address) }, uniquingKeysWith: { a, _ in a }), seq: seq)
     }
 
@@ -187,8 +195,8 @@ public final class VolumeClient: @unchecked Sendable {
         try await measured(.trim, bytes: length) {
             try checkWritable()
             for p in try pieces(offset: offset, length: length) {
-                // Unallocated chunks already read as zeroes.
-                guard chunkRecord(p.chunk) != nil else { continue }
+                // Unallocated chunks already read as zeroes (chunks of a backing layer do not).
+                guard resolved(p.chunk) != nil else { continue }
                 try await mutate(p.chunk) { addr, seq in .trim(addr, seq: seq, offset: p.offsetInChunk, length: UInt32(p.length)) }
             }
         }
@@ -213,6 +221,19 @@ public final class VolumeClient: @unchecked Sendable {
     }
 
     func chunkRecord(_ index: ChunkIndex) -> ChunkRecord? { state.withLock { $0.chunks[index] } }
+
+    /// Where chunk `index` is read: the volume's own chunk, or the nearest backing layer's
+    /// that has one (its address carries that layer's id and epoch); nil for a hole.
+    static func resolve(_ s: State, _ index: ChunkIndex) -> (ChunkAddress, ChunkRecord)? {
+        let v = s.map.volume
+        if let own = s.chunks[index] { return (ChunkAddress(volume: v.id, chunk: index, epoch: v.epoch), own) }
+        for layer in s.backing {
+            if let c = layer.chunks[index] { return (ChunkAddress(volume: layer.id, chunk: index, epoch: layer.epoch), c) }
+        }
+        return nil
+    }
+
+    func resolved(_ index: ChunkIndex) -> (ChunkAddress, ChunkRecord)? { state.withLock { Self.resolve($0, index) } }
 
     func forEachPiece(_ ps: [Piece], _ body: @escaping @Sendable (Piece) async throws -> Void) async throws {
         if ps.count == 1 { return try await body(ps[0]) }
@@ -347,8 +368,8 @@ public final class VolumeClient: @unchecked Sendable {
         var lastError: Error = CairnError.io("no replica of chunk \(p.chunk) of '\(name)' could be read")
         var refreshedForHole = false
         for _ in 0..<options.attemptsMax {
-            let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[p.chunk], $0.addresses) }
-            guard let chunk else {
+            let (found, addresses) = state.withLock { (Self.resolve($0, p.chunk), $0.addresses) }
+            guard let (address, chunk) = found else {
                 if options.refreshMapBeforeHoleRead && !refreshedForHole {
                     refreshedForHole = true
                     try await refresh()
@@ -356,7 +377,6 @@ public final class VolumeClient: @unchecked Sendable {
                 }
                 return ByteBuffer(repeating: 0, count: p.length)
             }
-            let address = ChunkAddress(volume: v.id, chunk: p.chunk, epoch: v.epoch)
             var corrupt: [NodeID] = []
             var stale = false
             for node in readOrder(chunk) {
@@ -447,9 +467,9 @@ public final class VolumeClient: @unchecked Sendable {
     func firstAnswer(_ index: ChunkIndex, _ make: (ChunkAddress) -> DataRequest) async throws -> ByteBuffer? {
         var lastError: Error = CairnError.io("no replica of chunk \(index) of '\(name)' answered")
         for _ in 0..<options.attemptsMax {
-            let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
-            guard let chunk else { return nil }
-            let request = make(ChunkAddress(volume: v.id, chunk: index, epoch: v.epoch))
+            let (found, addresses) = state.withLock { (Self.resolve($0, index), $0.addresses) }
+            guard let (address, chunk) = found else { return nil }
+            let request = make(address)
             for node in readOrder(chunk) {
                 guard let addr = addresses[node] else { continue }
                 do {

@@ -28,6 +28,30 @@ public struct CreateVolumeRequest: Codable, Sendable {
     }
 }
 
+public struct CreateSnapshotRequest: Codable, Sendable {
+    public var volume: String
+    public var name: String
+    public var requestID: String?
+    public init(volume: String, name: String, requestID: String? = nil) {
+        self.volume = volume; self.name = name; self.requestID = requestID
+    }
+}
+
+public struct CloneVolumeRequest: Codable, Sendable {
+    public var name: String
+    public var source: VolumeSource
+    public var replicas: Int?
+    public var replicasMin: Int?
+    /// At least the source's size; nil keeps it.
+    public var sizeBytes: UInt64?
+    public var requestID: String?
+    public init(name: String, source: VolumeSource, replicas: Int? = nil, replicasMin: Int? = nil, sizeBytes: UInt64? = nil,
+                requestID: String? = nil) {
+        self.name = name; self.source = source; self.replicas = replicas; self.replicasMin = replicasMin
+        self.sizeBytes = sizeBytes; self.requestID = requestID
+    }
+}
+
 public struct ResizeVolumeRequest: Codable, Sendable {
     public var sizeBytes: UInt64
     public init(sizeBytes: UInt64) { self.sizeBytes = sizeBytes }

@@ -51,6 +51,13 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var createdAt: Double
     /// The `CreateVolumeRequest.requestID` that created the volume, if it had one.
     public var createRequestID: String?
+    /// The layer (snapshot id) this one reads through to for chunks it has no record of;
+    /// nil for a volume that was never snapshotted or cloned. See "Snapshots and clones".
+    public var backing: VolumeID?
+    /// Set on snapshot records: the name of the volume the snapshot was taken of.
+    public var snapshotOf: String?
+    /// Set on clones: what the volume was cloned from.
+    public var contentSource: VolumeSource?
 
     public init(id: VolumeID, name: String, sizeBytes: UInt64, kind: VolumeKind, replicas: Int,
                 replicasMin: Int, chunkSizeBytes: UInt64, epoch: Epoch, writer: String? = nil,
@@ -100,12 +107,56 @@ public struct ChunkRecord: Codable, Sendable, Equatable {
 }
 
 /// What a volume client needs to do I/O: the volume, its allocated chunks and the
-/// addresses of the nodes holding them, all as of `volume.epoch`.
+/// addresses of the nodes holding them, all as of `volume.epoch`; `backing` lists the
+/// layers the volume reads through to for chunks it does not own, nearest first.
 public struct VolumeMap: Codable, Sendable {
     public var volume: VolumeRecord
     public var chunks: [ChunkRecord]
     public var nodes: [NodeRecord]
-    public init(volume: VolumeRecord, chunks: [ChunkRecord], nodes: [NodeRecord]) {
-        self.volume = volume; self.chunks = chunks; self.nodes = nodes
+    public var backing: [BackingLayer]?
+    public init(volume: VolumeRecord, chunks: [ChunkRecord], nodes: [NodeRecord], backing: [BackingLayer]? = nil) {
+        self.volume = volume; self.chunks = chunks; self.nodes = nodes; self.backing = backing
+    }
+}
+
+/// A snapshot layer a volume reads through to: its id and epoch (what requests to its
+/// chunks carry) and its chunk records.
+public struct BackingLayer: Codable, Sendable, Equatable {
+    public var id: VolumeID
+    public var epoch: Epoch
+    public var chunks: [ChunkRecord]
+    public init(id: VolumeID, epoch: Epoch, chunks: [ChunkRecord]) { self.id = id; self.epoch = epoch; self.chunks = chunks }
+}
+
+/// Where a clone's data comes from.
+public enum VolumeSource: Codable, Sendable, Equatable, CustomStringConvertible {
+    case snapshot(String)
+    case volume(String)
+    public var description: String {
+        switch self {
+        case .snapshot(let s): return "snapshot '\(s)'"
+        case .volume(let v): return "volume '\(v)'"
+        }
+    }
+}
+
+/// A point-in-time, read-only image of a block volume (see "Snapshots and clones").
+public struct SnapshotRecord: Codable, Sendable, Equatable {
+    /// Cluster-wide unique.
+    public var name: String
+    /// The volume it was taken of (which may have been deleted since).
+    public var volume: String
+    /// The layer id its chunks are stored under.
+    public var id: VolumeID
+    public var sizeBytes: UInt64
+    /// Seconds since 1970.
+    public var createdAt: Double
+    /// Always true: a snapshot can be read and cloned as soon as it exists.
+    public var readyToUse: Bool
+    public var replicas: Int
+    public init(name: String, volume: String, id: VolumeID, sizeBytes: UInt64, createdAt: Double, readyToUse: Bool,
+                replicas: Int) {
+        self.name = name; self.volume = volume; self.id = id; self.sizeBytes = sizeBytes; self.createdAt = createdAt
+        self.readyToUse = readyToUse; self.replicas = replicas
     }
 }

@@ -258,7 +258,7 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
         waiting = true
         answer(context, { () async throws -> [String] in
             if !all, let own { return [own] }
-            return try await exports.list().map { iscsiTargetPrefix + $0.name }.sorted()
+            return try await exports.list().map { iscsiTargetName(export: $0.name) }.sorted()
         }) { handler, context, result in
             handler.waiting = false
             guard case .fullFeature(var f, let unit) = handler.phase else { return }

@@ -10,6 +10,18 @@ import NIOCore
 
 public let iscsiTargetPrefix = "iqn.2026-11.io.cairn:"
 
+/// The target of an export: the snapshot export `VOLUME@SNAPSHOT` is the target
+/// `...:VOLUME:SNAPSHOT` ('@' is not allowed in iSCSI names, ':' is and never appears in
+/// volume names).
+public func iscsiTargetName(export: String) -> String {
+    iscsiTargetPrefix + String(export.map { $0 == "@" ? ":" : $0 })
+}
+
+/// The export a target name (without the prefix) stands for; the inverse of `iscsiTargetName`.
+func exportName(targetSuffix: Substring) -> String {
+    String(targetSuffix.map { $0 == ":" ? "@" : $0 })
+}
+
 public enum ISCSISessionType: Equatable, Sendable { case discovery, normal }
 
 /// Everything the full feature phase needs from the login.
@@ -184,7 +196,7 @@ public struct LoginPhase {
         final.set16(14, newTSIH)
         let result = ISCSILoginResult(
             sessionType: sessionType, initiatorName: initiator, targetName: targetName,
-            volume: sessionType == .normal ? targetName.map { String($0.dropFirst(iscsiTargetPrefix.count)) } : nil,
+            volume: sessionType == .normal ? targetName.map { exportName(targetSuffix: $0.dropFirst(iscsiTargetPrefix.count)) } : nil,
             isid: isid, tsih: newTSIH, parameters: negotiation.params, statSN: statSN, expCmdSN: expCmdSN)
         return .complete(final, result)
     }

@@ -21,4 +21,9 @@ public struct DataNodeCommander: NodeCommander {
     public func deleteVolume(_ node: NodeRecord, volume: VolumeID, epoch: Epoch) async throws {
         _ = try await pool.expectOK(node.address, .deleteVolume(volume: volume, epoch: epoch), timeout: .seconds(5))
     }
+
+    public func copyChunk(_ node: NodeRecord, from: ChunkAddress, to: ChunkAddress) async throws {
+        // A local copy of at most one chunk (1 GiB at most, usually 64 MiB).
+        _ = try await pool.expectOK(node.address, .copyChunk(from: from, to: to), timeout: .seconds(120))
+    }
 }

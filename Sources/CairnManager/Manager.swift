@@ -37,6 +37,9 @@ public protocol NodeCommander: Sendable {
     func fence(_ node: NodeRecord, volume: VolumeID, epoch: Epoch) async throws
     func rebuild(_ node: NodeRecord, order: RebuildOrder) async throws
     func deleteVolume(_ node: NodeRecord, volume: VolumeID, epoch: Epoch) async throws
+    /// Copies the node's replica of chunk `from` (a snapshot layer's) to chunk `to`
+    /// locally (copy-up); keeps `to` if the node has it already.
+    func copyChunk(_ node: NodeRecord, from: ChunkAddress, to: ChunkAddress) async throws
 }
 
 /// Seconds since 1970; injectable so tests and the simulation control time.
@@ -71,6 +74,8 @@ public final class Manager: @unchecked Sendable {
     /// Nodes a writer or a rebuild could not reach, with when: no new replicas go there
     /// until the node heartbeats again after that moment.
     let suspects = Locked<[NodeID: Double]>([:])
+    /// Chunks whose copy-up from a snapshot layer this manager is running (one at a time each).
+    let copyUps = Locked<Set<ChunkRef>>([])
 
     public init(store: MetaStore, config: ManagerConfig, time: TimeSource = SystemTime(),
                 nodes: NodeCommander, logger: Logger) {
@@ -79,11 +84,39 @@ public final class Manager: @unchecked Sendable {
 
     // MARK: - Reading records
 
+    /// The record of a layer: a volume by name, or a snapshot as `VOLUME@SNAPSHOT` or
+    /// `@SNAPSHOT` (internal callers); stored under `recordKey(name)`.
     func volumeRecord(_ name: String) async throws -> (VolumeRecord, Int64) {
+        if let (volume, snapshot) = Self.splitSnapshotName(name) {
+            guard let (s, rev) = try await store.getJSON(Keys.snapshot(snapshot), as: VolumeRecord.self),
+                  volume.isEmpty || s.snapshotOf == volume else {
+                throw CairnError.notFound("snapshot '\(volume)@\(snapshot)' does not exist")
+            }
+            return (s, rev)
+        }
         guard let v = try await store.getJSON(Keys.volume(name), as: VolumeRecord.self) else {
             throw CairnError.notFound("volume '\(name)' does not exist")
         }
         return v
+    }
+
+    /// Where the record of the layer `name` (as `volumeRecord` takes it) is stored.
+    static func recordKey(_ name: String) -> String {
+        if let (_, snapshot) = splitSnapshotName(name) { return Keys.snapshot(snapshot) }
+        return Keys.volume(name)
+    }
+
+    /// `VOLUME@SNAPSHOT` -> (VOLUME, SNAPSHOT); nil for a plain volume name.
+    static func splitSnapshotName(_ name: String) -> (String, String)? {
+        guard let at = name.firstIndex(of: "@") else { return nil }
+        return (String(name[..<at]), String(name[name.index(after: at)...]))
+    }
+
+    /// Refuses snapshot names where only volumes make sense (resize, delete, attach...).
+    static func requireVolumeName(_ name: String) throws {
+        if splitSnapshotName(name) != nil {
+            throw CairnError.invalidArgument("'\(name)' is a snapshot, which is read-only; this needs a volume")
+        }
     }
 
     func chunkRecords(_ id: VolumeID) async throws -> [(ChunkRecord, Int64)] {
@@ -100,11 +133,17 @@ public final class Manager: @unchecked Sendable {
         try await store.rangeAll(prefix: Keys.volumes).map { try JSONDecoder().decode(VolumeRecord.self, from: Data($0.value)) }
     }
 
-    public func volume(_ name: String) async throws -> VolumeRecord { try await volumeRecord(name).0 }
+    /// A volume's record; for `VOLUME@SNAPSHOT` the snapshot's, named as asked.
+    public func volume(_ name: String) async throws -> VolumeRecord {
+        var v = try await volumeRecord(name).0
+        v.name = name
+        return v
+    }
 
     public func map(_ name: String) async throws -> VolumeMap {
-        let (v, _) = try await volumeRecord(name)
-        return VolumeMap(volume: v, chunks: try await chunkRecords(v.id).map(\.0), nodes: try await listNodes())
+        let v = try await volume(name)
+        return VolumeMap(volume: v, chunks: try await chunkRecords(v.id).map(\.0), nodes: try await listNodes(),
+                         backing: try await backingLayers(of: v))
     }
 
     // MARK: - Volumes
@@ -119,6 +158,12 @@ public final class Manager: @unchecked Sendable {
     }
 
     public func createVolume(_ req: CreateVolumeRequest) async throws -> VolumeRecord {
+        try await insertVolume(req, from: nil)
+    }
+
+    /// Creates a volume record: empty, or a clone reading through to `base` (whose record
+    /// must not change meanwhile: a snapshot deleted under a clone fails the clone).
+    func insertVolume(_ req: CreateVolumeRequest, from base: CloneBase?) async throws -> VolumeRecord {
         try Self.validateName(req.name)
         guard req.sizeBytes > 0, req.sizeBytes % UInt64(blockSize) == 0 else {
             throw CairnError.invalidArgument("volume size \(req.sizeBytes) must be a positive multiple of 4096 bytes")
@@ -143,29 +188,43 @@ public final class Manager: @unchecked Sendable {
         for _ in 0..<MetaLimits.updateRetriesMax {
             if let (existing, _) = try await store.getJSON(Keys.volume(req.name), as: VolumeRecord.self) {
                 if let id = req.requestID, existing.createRequestID == id { return existing }  // A retry.
+                if let base, existing.contentSource == base.source, existing.sizeBytes == req.sizeBytes {
+                    return existing  // The same clone again.
+                }
                 throw CairnError.alreadyExists("volume '\(req.name)' already exists")
             }
             let counter = try await store.getJSON(Keys.volumeCounter, as: UInt64.self)
             let id = (counter?.0 ?? 0) + 1
+            // A clone's epoch starts above its source's, so its writes always carry newer
+            // versions than the blocks it copies up.
             var record = VolumeRecord(
                 id: id, name: req.name, sizeBytes: req.sizeBytes, kind: req.kind ?? .block, replicas: replicas,
-                replicasMin: replicasMin, chunkSizeBytes: chunkSize, epoch: 1, createdAt: time.now())
+                replicasMin: replicasMin, chunkSizeBytes: chunkSize, epoch: (base?.layer.epoch ?? 0) + 1, createdAt: time.now())
             record.createRequestID = req.requestID
+            record.backing = base?.layer.id
+            record.contentSource = base?.source
+            var compares: [TxnCompare] = [.modRevision(key: Keys.volumeCounter, equals: counter?.1 ?? 0),
+                                          .modRevision(key: Keys.volume(req.name), equals: 0)]
+            if let base { compares.append(.modRevision(key: base.key, equals: base.revision)) }
             let result = try await store.txn(
-                compare: [.modRevision(key: Keys.volumeCounter, equals: counter?.1 ?? 0),
-                          .modRevision(key: Keys.volume(req.name), equals: 0)],
+                compare: compares,
                 success: [try store.putJSON(Keys.volumeCounter, id), try store.putJSON(Keys.volume(req.name), record),
                           try store.putJSON(Keys.volumeID(id), req.name)],
                 failure: [])
             if result.succeeded {
-                logger.info("volume created", metadata: ["volume": "\(req.name)", "id": "\(id)", "size": "\(req.sizeBytes)"])
+                logger.info("volume created", metadata: ["volume": "\(req.name)", "id": "\(id)", "size": "\(req.sizeBytes)",
+                                                         "source": "\(base.map { "\($0.source)" } ?? "none")"])
                 return record
+            }
+            if let base, try await store.get(base.key)?.modRevision != base.revision {
+                throw CairnError.conflict("\(base.source) changed while cloning it; try again")
             }
         }
         throw CairnError.conflict("could not create volume '\(req.name)': too much contention")
     }
 
     public func deleteVolume(_ name: String, force: Bool) async throws {
+        try Self.requireVolumeName(name)
         let (v, rev) = try await volumeRecord(name)
         if let w = v.writer, !force {
             throw CairnError.conflict("volume '\(name)' is attached to \(w); detach it first or use --force")
@@ -183,6 +242,7 @@ public final class Manager: @unchecked Sendable {
     }
 
     public func resizeVolume(_ name: String, sizeBytes: UInt64) async throws -> VolumeRecord {
+        try Self.requireVolumeName(name)
         guard sizeBytes % UInt64(blockSize) == 0 else {
             throw CairnError.invalidArgument("volume size \(sizeBytes) must be a multiple of 4096 bytes")
         }
@@ -201,6 +261,7 @@ public final class Manager: @unchecked Sendable {
     /// or writable again. An attached writer is refused unless `force`, which detaches it;
     /// the epoch bump and fence push then stop its writes on every replica.
     public func setReadOnly(_ name: String, readOnly: Bool, force: Bool) async throws -> VolumeRecord {
+        try Self.requireVolumeName(name)
         let updated = try await mutateVolume(name) { v in
             if readOnly, let w = v.writer {
                 guard force else {
@@ -221,8 +282,9 @@ public final class Manager: @unchecked Sendable {
             var (v, rev) = try await volumeRecord(name)
             try change(&v)
             v.epoch += 1
-            let r = try await store.txn(compare: [.modRevision(key: Keys.volume(name), equals: rev)],
-                                        success: [try store.putJSON(Keys.volume(name), v)], failure: [])
+            let key = Self.recordKey(name)
+            let r = try await store.txn(compare: [.modRevision(key: key, equals: rev)],
+                                        success: [try store.putJSON(key, v)], failure: [])
             if r.succeeded { return v }
         }
         throw CairnError.conflict("volume '\(name)' is changing too fast; try again")
@@ -246,6 +308,9 @@ public final class Manager: @unchecked Sendable {
 
     public func attach(_ name: String, _ req: AttachRequest) async throws -> VolumeMap {
         if req.readOnly { return try await map(name) }
+        if Self.splitSnapshotName(name) != nil {
+            throw CairnError.invalidArgument("'\(name)' is a snapshot: it is read-only, open it read-only")
+        }
         guard !req.client.isEmpty else { throw CairnError.invalidArgument("attach needs a client id") }
         let v = try await mutateVolume(name) { v in
             guard !v.readOnly else {
@@ -287,6 +352,12 @@ public final class Manager: @unchecked Sendable {
             }
             let key = Keys.chunk(v.id, index)
             if try await store.get(key) != nil { return try await map(name) }
+            if let (layer, source) = try await backingChunk(of: v, index: index) {
+                if try await copyUp(name, v, revision: vrev, index: index, layer: layer, source: source) {
+                    return try await map(name)
+                }
+                continue
+            }
             let placed = Placement.choose(count: v.replicas, existing: [], nodes: try await listNodes(),
                                           exclude: suspectNodes())
             guard placed.count >= v.replicasMin else {
@@ -385,7 +456,8 @@ public final class Manager: @unchecked Sendable {
         var byVolume: [VolumeID: [ChunkIndex: ChunkRecord]?] = [:]
         for ref in inventory {
             if byVolume[ref.volume] == nil {
-                if try await store.get(Keys.volumeID(ref.volume)) == nil {
+                if try await store.get(Keys.volumeID(ref.volume)) == nil,
+                   try await store.get(Keys.snapshotID(ref.volume)) == nil {
                     byVolume[ref.volume] = .some(nil)
                 } else {
                     let chunks = try await chunkRecords(ref.volume).map(\.0)

@@ -16,6 +16,12 @@
 //   POST   /v1/volumes/{name}/detach                DetachRequest
 //   POST   /v1/volumes/{name}/chunks/{i}/allocate   AllocateChunkRequest -> VolumeMap
 //   POST   /v1/volumes/{name}/chunks/{i}/failed     ReplicaFailureReport -> VolumeMap
+//   POST   /v1/clones                               CloneVolumeRequest -> VolumeRecord
+//   GET    /v1/snapshots[?volume=NAME]              [SnapshotRecord]
+//   POST   /v1/snapshots                            CreateSnapshotRequest -> SnapshotRecord
+//   GET    /v1/snapshots/{name}                     SnapshotRecord
+//   DELETE /v1/snapshots/{name}
+//   (a snapshot's map and status: /v1/volumes/VOLUME@SNAPSHOT/map and /v1/volumes/VOLUME@SNAPSHOT)
 //   POST   /v1/fs/{name}/meta/{op}                  metadata proxy of a filesystem (FilesystemMetaAPI.swift)
 // Errors: a status code and APIErrorBody {error, message[, epoch]}.
 import CairnCore
@@ -109,6 +115,20 @@ public struct ManagerAPI: Sendable {
         }
         if let a = at("POST", "volumes/*/chunks/*/failed") {
             return try Self.json(await manager.reportFailure(a[0], index: try Self.chunkIndex(a[1]), try Self.decode(req.body)))
+        }
+        if at("POST", "clones") != nil {
+            return try Self.json(await manager.cloneVolume(try Self.decode(req.body)), status: 201)
+        }
+        if at("GET", "snapshots") != nil {
+            return try Self.json(await manager.snapshots(volume: req.query["volume"]))
+        }
+        if at("POST", "snapshots") != nil {
+            return try Self.json(await manager.createSnapshot(try Self.decode(req.body)), status: 201)
+        }
+        if let a = at("GET", "snapshots/*") { return try Self.json(await manager.snapshot(a[0])) }
+        if let a = at("DELETE", "snapshots/*") {
+            try await manager.deleteSnapshot(a[0])
+            return try Self.json(["deleted": a[0]])
         }
         if let a = at("POST", "fs/*/meta/*") { return try await filesystemMeta(a[0], a[1], req) }
         return Self.error(CairnError.notFound("no such endpoint \(req.method) \(req.path)"), status: 404)

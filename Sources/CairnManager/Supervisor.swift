@@ -35,6 +35,13 @@ extension Manager {
                 try await superviseChunk(v.name, chunk: chunk, nodes: byID, now: now)
             }
         }
+        // Snapshot layers (hidden ones too) are rebuilt like volumes.
+        for s in try await listSnapshotLayers() {
+            for (chunk, _) in try await chunkRecords(s.id) {
+                try await superviseChunk("@" + s.name, chunk: chunk, nodes: byID, now: now)
+            }
+        }
+        try await collectHiddenLayers()
     }
 
     func markDown(_ id: NodeID, now: Double) async throws -> NodeRecord? {
@@ -193,10 +200,10 @@ extension Manager {
             var ops = [try store.putJSON(key, c)]
             if bumpEpoch {
                 v.epoch += 1
-                ops.append(try store.putJSON(Keys.volume(name), v))
+                ops.append(try store.putJSON(Self.recordKey(name), v))
             }
             let r = try await store.txn(
-                compare: [.modRevision(key: Keys.volume(name), equals: vrev), .modRevision(key: key, equals: crev)],
+                compare: [.modRevision(key: Self.recordKey(name), equals: vrev), .modRevision(key: key, equals: crev)],
                 success: ops, failure: [])
             if r.succeeded {
                 if bumpEpoch { await pushFence(v) }

@@ -33,8 +33,14 @@ public actor VolumeExports: NBDExportProvider {
         self.logger = logger
     }
 
+    /// Every block volume, and every snapshot as the read-only export `VOLUME@SNAPSHOT`.
     public func list() async throws -> [NBDExportDescription] {
-        try await control.volumes().map(\.volume).filter { $0.kind == .block }.map(Self.describe)
+        let volumes = try await control.volumes().map(\.volume).filter { $0.kind == .block }.map(Self.describe)
+        let snapshots = try await control.snapshots().map { s in
+            NBDExportDescription(name: "\(s.volume)@\(s.name)", sizeBytes: s.sizeBytes, readOnly: true,
+                                 description: "cairn snapshot of \(s.volume), \(ByteSize.format(s.sizeBytes)), read-only")
+        }
+        return volumes + snapshots
     }
 
     public func describe(_ name: String) async throws -> NBDExportDescription {

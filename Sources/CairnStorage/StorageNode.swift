@@ -149,7 +149,7 @@ public final class StorageNode: @unchecked Sendable {
             inventory: service.inventory().map { ChunkRef(volume: $0.volume, chunk: $0.chunk) },
             rebuilds: service.rebuilder.active, chunkSizeBytes: UInt64(config.chunkSize))
         let reply = try await managerClient.heartbeat(hb)
-        for ref in reply.deleteChunks {
+        for ref in reply.deleteChunks where !service.recentlyCopied(ChunkKey(volume: ref.volume, chunk: ref.chunk)) {
             logger.info("deleting an unreferenced chunk replica", metadata: ["volume": "\(ref.volume)", "chunk": "\(ref.chunk)"])
             do {
                 try await service.deleteChunk(ChunkKey(volume: ref.volume, chunk: ref.chunk))

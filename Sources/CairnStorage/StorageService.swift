@@ -20,6 +20,12 @@ public final class StorageService: DataService, @unchecked Sendable {
     /// Which backend holds each chunk; chunks not listed go to the emptiest one.
     private let placement = Locked<[ChunkKey: Int]>([:])
     private let epochs = Locked<[VolumeID: Epoch]>([:])
+    /// Chunks made by copy-ups, with when (monotonic seconds): the manager lists a copy in
+    /// the chunk's record only after the copy answered, so a garbage list computed from an
+    /// inventory taken in between must not delete it.
+    private let copiedAt = Locked<[ChunkKey: Double]>([:])
+    /// How long a fresh copy is safe from heartbeat garbage collection.
+    static let copyGraceSeconds = 120.0
 
     public var chunkSize: Int { backends[0].chunkSize }
 
@@ -143,10 +149,47 @@ public final class StorageService: DataService, @unchecked Sendable {
             if epoch < current { throw CairnError.staleEpoch(current: current) }
             try await deleteVolume(volume)
             return ByteBuffer()
+        case .copyChunk(let from, let to):
+            try admit(from.volume, epoch: from.epoch)
+            try admit(to.volume, epoch: to.epoch)
+            let source = ChunkKey(volume: from.volume, chunk: from.chunk)
+            let target = ChunkKey(volume: to.volume, chunk: to.chunk)
+            let backend = place(target, beside: source)
+            let copied = try await backend.copyChunk(from: source, to: target)
+            copiedAt.withLock { $0[target] = Self.monotonicSeconds() }
+            return DataResponse.u64(copied ? 1 : 0)
         case .rebuild(let order):
             try admit(order.address.volume, epoch: order.address.epoch)
             let copied = try await rebuilder.run(order, service: self)
             return DataResponse.u64(copied)
+        }
+    }
+
+    /// The backend for a copy of `source`: the source's own (the copy is a local file
+    /// copy), unless the target is placed already.
+    func place(_ target: ChunkKey, beside source: ChunkKey) -> ChunkBackend {
+        _ = backend(for: source)  // Places the source if it had no place yet.
+        let index = placement.withLock { p -> Int in
+            if let i = p[target] { return i }
+            let i = p[source]!
+            p[target] = i
+            return i
+        }
+        return backends[index]
+    }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Whether a garbage-collection delete of `key` must wait: a copy-up made it recently.
+    public func recentlyCopied(_ key: ChunkKey) -> Bool {
+        let now = Self.monotonicSeconds()
+        return copiedAt.withLock { c in
+            c = c.filter { now - $0.value < Self.copyGraceSeconds }
+            return c[key] != nil
         }
     }
 

@@ -31,6 +31,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable {
     case rebuild = 10
     case ping = 11
     case readBlocksRaw = 12
+    case copyChunk = 13
 }
 
 public enum WireStatus: UInt16, Sendable {

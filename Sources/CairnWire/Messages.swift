@@ -12,6 +12,7 @@
 //   DELETE_VOLUME:  volume u64 | epoch u64
 //   REBUILD:        address | sinceEpoch u64 | bytesPerSecond u64 | sourceCount u16 | sources (u16 length | utf8)
 //   PING:           empty
+//   COPY_CHUNK:     source address | target address  (node-local copy-up from a snapshot layer)
 // Block entries: state u8 | pad 3 | crc u32 | epoch u64 | seq u64.
 import CairnCore
 import NIOCore
@@ -58,6 +59,7 @@ public enum DataRequest: Sendable, Equatable {
     case deleteVolume(volume: VolumeID, epoch: Epoch)
     case rebuild(RebuildOrder)
     case ping
+    case copyChunk(from: ChunkAddress, to: ChunkAddress)
 
     public var opcode: Opcode {
         switch self {
@@ -73,6 +75,7 @@ public enum DataRequest: Sendable, Equatable {
         case .deleteVolume: return .deleteVolume
         case .rebuild: return .rebuild
         case .ping: return .ping
+        case .copyChunk: return .copyChunk
         }
     }
 
@@ -108,6 +111,8 @@ public enum DataRequest: Sendable, Equatable {
             for s in order.sources { b.writeShortString(s) }
         case .ping:
             break
+        case .copyChunk(let from, let to):
+            b.writeAddress(from); b.writeAddress(to)
         }
         return RequestFrame(opcode: opcode, id: id, payload: b)
     }
@@ -169,6 +174,8 @@ public enum DataRequest: Sendable, Equatable {
             self = .rebuild(RebuildOrder(address: a, sinceEpoch: since, bytesPerSecond: rate, sources: sources))
         case .ping:
             self = .ping
+        case .copyChunk:
+            self = .copyChunk(from: try need(p.readAddress()), to: try need(p.readAddress()))
         }
         if p.readableBytes > 0, frame.opcode != .write {
             throw CairnError.protocolError("\(p.readableBytes) unexpected bytes after a \(frame.opcode) request")

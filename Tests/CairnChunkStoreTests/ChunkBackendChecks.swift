@@ -144,6 +144,37 @@ enum ChunkBackendChecks {
         XCTAssertEqual(b.epoch(of: 8), 0)
     }
 
+    /// Copy-up: the copy has the source's data, holes and versions; later writes to either
+    /// side stay there; an existing target is kept; a missing source copies nothing.
+    static func copyChunk(_ b: ChunkBackend) async throws {
+        let source = ChunkKey(volume: 7, chunk: 1), target = ChunkKey(volume: 8, chunk: 1)
+        try await b.write(source, offset: blockSize, data: pattern(3 * blockSize, seed: 4), version: v(3, 9))
+        try await b.trim(source, offset: 2 * blockSize, length: blockSize, version: v(3, 10))
+        let copied = try await b.copyChunk(from: source, to: target)
+        XCTAssertTrue(copied)
+        let sourceBytes = try await b.read(source, offset: 0, length: 5 * blockSize)
+        let targetBytes = try await b.read(target, offset: 0, length: 5 * blockSize)
+        XCTAssertEqual(targetBytes, sourceBytes)
+        let sourceTable = try await b.blockTable(source, first: 0, count: 8)
+        let targetTable = try await b.blockTable(target, first: 0, count: 8)
+        XCTAssertEqual(targetTable, sourceTable, "versions and holes are copied as they are")
+        XCTAssertEqual(targetTable[2].state, .hole)
+        // Independent afterwards.
+        try await b.write(target, offset: 0, data: pattern(blockSize, seed: 5), version: v(4, 1))
+        let sourceHead = try await b.read(source, offset: 0, length: blockSize)
+        XCTAssertEqual(sourceHead, [UInt8](repeating: 0, count: blockSize))
+        // A repeated order keeps what the target has.
+        let again = try await b.copyChunk(from: source, to: target)
+        XCTAssertFalse(again)
+        let targetHead = try await b.read(target, offset: 0, length: blockSize)
+        XCTAssertEqual(targetHead, pattern(blockSize, seed: 5))
+        // Nothing to copy from.
+        let none = try await b.copyChunk(from: ChunkKey(volume: 7, chunk: 9), to: ChunkKey(volume: 8, chunk: 9))
+        XCTAssertFalse(none)
+        XCTAssertFalse(b.inventory().contains(ChunkKey(volume: 8, chunk: 9)))
+        XCTAssertTrue(b.inventory().contains(target))
+    }
+
     static func inventoryAndDelete(_ b: ChunkBackend) async throws {
         let a = ChunkKey(volume: 1, chunk: 0), c = ChunkKey(volume: 1, chunk: 5), d = ChunkKey(volume: 2, chunk: 1)
         for k in [a, c, d] { try await b.write(k, offset: 0, data: [1], version: v(1, 1)) }

@@ -162,6 +162,30 @@ final class DiskChunkStoreTests: XCTestCase {
         XCTAssertEqual(again, pattern(blockSize, seed: 1) + pattern(blockSize, seed: 3))
     }
 
+    func testCopyChunk() async throws { try await ChunkBackendChecks.copyChunk(try open()) }
+
+    func testACopyIsSparseAndSurvivesACrashAndOlderJournalRecords() async throws {
+        let store = try open()
+        let source = ChunkKey(volume: 1, chunk: 0), target = ChunkKey(volume: 2, chunk: 0)
+        // An earlier file of the target key, deleted: its delete record is in the journal.
+        try await store.write(target, offset: 0, data: [9], version: v(1, 1))
+        try await store.deleteChunk(target)
+        try await store.write(source, offset: 5 * blockSize, data: pattern(2 * blockSize, seed: 6), version: v(2, 1))
+        let copied = try await store.copyChunk(from: source, to: target)
+        XCTAssertTrue(copied)
+        try await store.write(target, offset: 0, data: pattern(100, seed: 7), version: v(3, 1))
+        XCTAssertLessThan(Sys.allocatedBytes(chunkPath(target)), UInt64(dataOffset + 16 * blockSize),
+                          "holes of the source stay holes in the copy")
+        store.simulateCrash()
+        let reopened = try open()
+        var expected = [UInt8](repeating: 0, count: 7 * blockSize)
+        expected.replaceSubrange(0..<100, with: pattern(100, seed: 7))
+        expected.replaceSubrange(5 * blockSize..<7 * blockSize, with: pattern(2 * blockSize, seed: 6))
+        let back = try await reopened.read(target, offset: 0, length: 7 * blockSize)
+        XCTAssertEqual(back, expected, "replay neither deletes the copy nor loses the write after it")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: chunkPath(target) + ".copy"))
+    }
+
     func testSecondOpenOfLockedDirectoryFails() throws {
         _ = try open()
         XCTAssertThrowsError(try DiskChunkStore(directory: directory, chunkSize: chunkSize, journalBytes: journalBytes))

@@ -10,6 +10,7 @@ final class MemoryChunkBackendTests: XCTestCase {
     func testPutBlocksVersionRule() async throws { try await ChunkBackendChecks.putBlocksVersionRule(try backend()) }
     func testEpochs() throws { try ChunkBackendChecks.epochs(try backend()) }
     func testInventoryAndDelete() async throws { try await ChunkBackendChecks.inventoryAndDelete(try backend()) }
+    func testCopyChunk() async throws { try await ChunkBackendChecks.copyChunk(try backend()) }
 
     func testCorruption() async throws {
         let b = try backend()

@@ -44,6 +44,16 @@ final class FakeNodes: NodeCommander, @unchecked Sendable {
         deletes.withLock { $0.append(DeleteVolume(node: node.id, volume: volume, epoch: epoch)) }
     }
 
+    struct Copy: Equatable { var node: NodeID; var from: ChunkAddress; var to: ChunkAddress }
+    let copies = Locked<[Copy]>([])
+    /// Nodes whose copy-ups fail.
+    let copyFailures = Locked<Set<NodeID>>([])
+
+    func copyChunk(_ node: NodeRecord, from: ChunkAddress, to: ChunkAddress) async throws {
+        copies.withLock { $0.append(Copy(node: node.id, from: from, to: to)) }
+        if copyFailures.snapshot.contains(node.id) { throw CairnError.io("\(node.id) cannot copy") }
+    }
+
     func fencedNodes(epoch: Epoch) -> [NodeID] {
         fences.snapshot.filter { $0.epoch == epoch }.map(\.node).sorted()
     }

@@ -68,6 +68,9 @@ struct SimCommander: NodeCommander {
     func deleteVolume(_ node: NodeRecord, volume: VolumeID, epoch: Epoch) async throws {
         _ = try await net.send(from: "manager", to: node.address, .deleteVolume(volume: volume, epoch: epoch))
     }
+    func copyChunk(_ node: NodeRecord, from: ChunkAddress, to: ChunkAddress) async throws {
+        _ = try await net.send(from: "manager", to: node.address, .copyChunk(from: from, to: to))
+    }
 }
 
 /// The manager as a volume client sees it, in process.

@@ -29,6 +29,7 @@ enum Fixtures {
         .rebuild(RebuildOrder(address: address, sinceEpoch: 0, bytesPerSecond: 1,
                               sources: (0..<16).map { "node-\($0):9500" })),
         .ping,
+        .copyChunk(from: address, to: ChunkAddress(volume: 9, chunk: 3, epoch: 12)),
     ]
 
     /// Fixed-size part of a WRITE payload: address, seq and offset; the rest is data.

@@ -45,7 +45,7 @@ final class FrameCodecTests: XCTestCase {
     }
 
     func testOpcodeAndStatusNumbersAreStable() {
-        XCTAssertEqual(Opcode.allCases.map(\.rawValue), Array(1...12))
+        XCTAssertEqual(Opcode.allCases.map(\.rawValue), Array(1...13))
         XCTAssertEqual(WireStatus.internalError.rawValue, 9)
         XCTAssertEqual(WireLimits.headerSize, 24)
         XCTAssertEqual(WireLimits.payloadLengthMax, (16 << 20) + 4096)
@@ -150,7 +150,7 @@ final class FrameCodecTests: XCTestCase {
     }
 
     func testUnknownOpcodeThrowsWithoutWaitingForThePayload() {
-        for opcode: UInt8 in [0, 13, 255] {
+        for opcode: UInt8 in [0, 14, 255] {
             var buffer = Fixtures.requestHeader(opcode: opcode, length: 100)
             assertProtocolError(try FrameCodec.decodeRequest(&buffer), "opcode \(opcode)")
             var response = Fixtures.requestHeader(magic: ResponseFrame.magic, opcode: opcode, length: 100)
