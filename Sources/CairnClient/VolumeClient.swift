@@ -279,6 +279,11 @@ public final class VolumeClient: @unchecked Sendable {
             if let stale = failed.first(where: { if case CairnError.staleEpoch? = $0.error as? CairnError { return true }; return false }) {
                 lastError = stale.error!
                 try await refresh()
+                // Some replicas took the write, others were fenced: if a snapshot took
+                // the chunk over meanwhile, its replicas now differ.
+                if failed.count < results.count, volume.id != v.id {
+                    await reconcileSnapshotChunk(layer: v.id, index: index)
+                }
                 continue
             }
             if let e = failed.first(where: { if case CairnError.noSpace? = $0.error as? CairnError { return true }; return false }) {
@@ -506,12 +511,37 @@ public final class VolumeClient: @unchecked Sendable {
     func reconcileChunk(_ index: ChunkIndex) async -> Bool {
         let (v, chunk, addresses) = state.withLock { ($0.map.volume, $0.chunks[index], $0.addresses) }
         guard let chunk else { return true }
+        return await reconcileReplicas(of: chunk, at: ChunkAddress(volume: v.id, chunk: chunk.index, epoch: v.epoch),
+                                       chunkSize: v.chunkSizeBytes, addresses: addresses)
+    }
+
+    /// A write in flight while the volume was snapshotted may have reached some replicas
+    /// of the chunk (now the snapshot's) before their fence and not others: make the
+    /// snapshot's replicas agree (the newest version wins, as after any interrupted
+    /// write), so the snapshot reads the same whichever replica answers.
+    func reconcileSnapshotChunk(layer: VolumeID, index: ChunkIndex) async {
+        let (found, chunkSize, addresses) = state.withLock { s in
+            (s.backing.first { $0.id == layer }.flatMap { l in l.chunks[index].map { (l.epoch, $0) } },
+             s.map.volume.chunkSizeBytes, s.addresses)
+        }
+        guard let (epoch, chunk) = found else { return }
+        let complete = await reconcileReplicas(of: chunk, at: ChunkAddress(volume: layer, chunk: index, epoch: epoch),
+                                               chunkSize: chunkSize, addresses: addresses)
+        if !complete {
+            logger.warning("could not make the replicas of a snapshot chunk agree after an interrupted write", metadata: [
+                "volume": "\(name)", "layer": "\(layer)", "chunk": "\(index)"])
+        }
+    }
+
+    /// Makes the replicas of one chunk agree, newest version per block winning; true when
+    /// every replica answered and now agrees.
+    func reconcileReplicas(of chunk: ChunkRecord, at address: ChunkAddress, chunkSize: UInt64,
+                           addresses: [NodeID: String]) async -> Bool {
         // Rebuilding replicas take the winners too: a block put on their source after
         // their copy read it would otherwise never reach them.
         let nodes = chunk.replicas.map(\.node)
         let healthy = Set(chunk.replicas.filter { $0.state == .healthy }.map(\.node))
-        let address = ChunkAddress(volume: v.id, chunk: chunk.index, epoch: v.epoch)
-        let count = UInt32(v.chunkSizeBytes / UInt64(blockSize))
+        let count = UInt32(chunkSize / UInt64(blockSize))
         var tables: [(NodeID, String, [BlockEntry])] = []
         for node in nodes {
             guard let addr = addresses[node],

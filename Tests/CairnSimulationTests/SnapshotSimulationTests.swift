@@ -114,6 +114,30 @@ final class SnapshotSimulationTests: XCTestCase {
         }
     }
 
+    func testAWriteCutByASnapshotLeavesTheSnapshotsReplicasAgreeing() async throws {
+        let c = try await cluster()
+        let writer = try await c.client("vol", id: "w")
+        try await writer.write(offset: 0, bytes: pattern(8, 3 * blockSize), fua: false)
+        let before = try await c.manager.map("vol")
+        let replicas = try XCTUnwrap(before.chunks.first).replicas.map(\.node)
+        let late = try XCTUnwrap(c.nodes.first { $0.id == replicas[1] })
+        // The fence does not reach one replica: it still takes the writer's old-map write,
+        // the other refuses it.
+        c.net.cut("manager", late.address, true)
+        let s = try await c.manager.createSnapshot(CreateSnapshotRequest(volume: "vol", name: "s1"))
+        try await writer.write(offset: UInt64(blockSize), bytes: pattern(9, blockSize), fua: false)
+        c.net.healAll()
+        var images: [[UInt8]] = []
+        for id in replicas {
+            let node = try XCTUnwrap(c.nodes.first { $0.id == id })
+            images.append(try await node.backend.read(ChunkKey(volume: s.id, chunk: 0), offset: 0, length: 3 * blockSize))
+        }
+        XCTAssertTrue(images[0] == images[1], "the snapshot's replicas differ")
+        let volumeNow = try await writer.readBytes(offset: UInt64(blockSize), length: blockSize)
+        XCTAssertEqual(volumeNow, pattern(9, blockSize))
+        await writer.close()
+    }
+
     private func assertThrows(_ body: () async throws -> Void, _ text: String, file: StaticString = #filePath, line: UInt = #line) async {
         do {
             try await body()
