@@ -10,6 +10,7 @@ PACKAGES=(
     fio e2fsprogs xfsprogs util-linux openssl
     prometheus
     etcd-server etcd-client
+    git bindfs
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

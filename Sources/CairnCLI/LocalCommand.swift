@@ -36,6 +36,9 @@ struct LocalCommand: AsyncParsableCommand {
         var meta = "sqlite"
         @Option(name: .customLong("etcd-port"), help: "With --meta etcd: etcd's client port (its peer port is the next one).")
         var etcdPort = 2379
+        @Option(name: .customLong("fs-mount"),
+                help: "Where to mount the shared filesystem 'default' (created if missing) with FUSE (default DIR/mnt; 'none': no mount).")
+        var fsMount: String?
 
         func run() async throws {
             try await runReporting {
@@ -112,12 +115,14 @@ struct LocalCommand: AsyncParsableCommand {
                             nbdEndpoint = "\n  nbd:           the gateway did not start; see \(root)/logs/gateway.log"
                         }
                     }
+                    let fsLine = try await mountDefaultFilesystem(root: root, mc: mc, managerURL: managerURL,
+                                                                  secretFile: secretFile, children: children)
                     print("""
                     Cairn local cluster is up (data in \(root)).
                       manager:       \(managerURL) (metadata: \(meta == "etcd" ? "etcd at http://127.0.0.1:\(etcdPort)" : "SQLite"))
                       storage nodes: \(addresses.enumerated().map { "node\($0.offset + 1)=\($0.element)" }.joined(separator: " "))
                       metrics:       \(managerURL)/metrics, storage nodes http://127.0.0.1:\(httpPort)-\(httpPort + nodes - 1)\(nbdPort > 0 ? ", gateway http://127.0.0.1:\(httpPort + nodes)" : "") (/metrics /healthz /readyz)
-                      client config: \(configPath)\(nbdEndpoint)
+                      client config: \(configPath)\(nbdEndpoint)\(fsLine)
                       logs:          \(root)/logs
                     Try: cairn status; cairn volume create v1 --size 1GiB
                     Press Ctrl-C to stop.
@@ -130,6 +135,41 @@ struct LocalCommand: AsyncParsableCommand {
                     children.stopAll()
                     throw error
                 }
+            }
+        }
+
+        /// The filesystem volume `default`, created if missing, mounted at --fs-mount by a
+        /// `cairn mount` child (stopped first at Ctrl-C, which unmounts it). A mount that
+        /// cannot start (no /dev/fuse, say) leaves the cluster up: the line says why.
+        func mountDefaultFilesystem(root: String, mc: ManagerClient, managerURL: String, secretFile: String,
+                                    children: ChildProcesses) async throws -> String {
+            let mountpoint = fsMount ?? root + "/mnt"
+            guard mountpoint != "none" else { return "" }
+            let fsName = "default"
+            if (try? await mc.volume(fsName)) == nil {
+                _ = try await mc.createVolume(CreateVolumeRequest(
+                    name: fsName, sizeBytes: 1 << 40, replicas: min(nodes, 3), replicasMin: min(nodes, 2),
+                    kind: .filesystem, requestID: "local-up-default-fs"))
+            }
+            try? FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+            try children.spawn("mount", [
+                "mount", fsName, mountpoint, "--manager", managerURL, "--secret-file", secretFile,
+            ])
+            for _ in 0..<300 {
+                if children.exited("mount") { break }
+                if Self.isMounted(mountpoint) { return "\n  filesystem:    '\(fsName)' mounted on \(mountpoint) (shared; cairn mount \(fsName) DIR for more)" }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return "\n  filesystem:    '\(fsName)' was not mounted on \(mountpoint); see \(root)/logs/mount.log"
+        }
+
+        /// Whether /proc/self/mountinfo lists `path` as a mountpoint.
+        static func isMounted(_ path: String) -> Bool {
+            let target = URL(fileURLWithPath: path).standardizedFileURL.path
+            guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+            return info.split(separator: "\n").contains { line in
+                let fields = line.split(separator: " ")
+                return fields.count > 4 && fields[4].replacingOccurrences(of: "\\040", with: " ") == target
             }
         }
 
@@ -189,6 +229,10 @@ final class ChildProcesses: @unchecked Sendable {
         try p.run()
         try Data("\(p.processIdentifier)\n".utf8).write(to: URL(fileURLWithPath: runDir + "/\(name).pid"))
         children.withLock { $0.append((name, p)) }
+    }
+
+    func exited(_ name: String) -> Bool {
+        children.withLock { c in c.contains { $0.0 == name && !$0.1.isRunning } }
     }
 
     func firstExited() -> String? {

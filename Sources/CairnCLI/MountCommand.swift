@@ -24,6 +24,8 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Size of this mount's data volume (thin: space is used as data is written).") var dataVolumeSize: SizeArgument = SizeArgument(argument: "256GiB")!
     @Option(help: "Address to serve /metrics, /healthz and /readyz on (default none: several mounts share a host).")
     var http = "none"
+    @Option(help: "Written data a mount keeps per file before storing it (stored at close, fsync and this size; 0: store every write at once).")
+    var writeBuffer: SizeArgument = SizeArgument(argument: "8MiB")!
     @OptionGroup var client: ClientOptions
 
     /// A data volume's name adds ".d." and 8 hex digits to the filesystem's.
@@ -53,14 +55,17 @@ struct MountCommand: AsyncParsableCommand {
             if try FuseSession.cleanStaleMount(mountpoint) {
                 FileHandle.standardError.write(Data("cairn: cleaned up a stale mount on \(mountpoint)\n".utf8))
             }
-            let slices = try await openDataVolume(fsVolume, mc: mc, secret: c.secret)
+            let mountID = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
+            let slices = try await openDataVolume(fsVolume, mountID: mountID, mc: mc, secret: c.secret)
             let store = RemoteMetaStore(managers: c.manager, secret: c.secret, filesystem: name, group: Runtime.group)
-            let fs = FileSystem(store: store, prefix: MetaWire.filesystemPrefix(name), data: slices, now: {
-                var ts = timespec()
-                clock_gettime(CLOCK_REALTIME, &ts)
-                return FSTime(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
-            })
+            let perFile = Int(min(writeBuffer.bytes, 1 << 30))
+            let fs = FileSystem(store: store, prefix: MetaWire.filesystemPrefix(name), data: slices, mountID: mountID,
+                                buffering: perFile == 0 ? .none : WriteBufferLimits(perFileBytes: perFile, totalBytes: max(perFile * 8, 64 << 20)),
+                                now: Self.wallClock)
             try await fs.ensureRoot(uid: getuid(), gid: getgid())
+            try await fs.startSession(MountRecord(host: ProcessInfo.processInfo.hostName, pid: getpid(),
+                                                  dataVolume: slices.writer.name, started: Self.wallClock()))
+            let sessionLoop = Task { await Self.keepSession(fs) }
             let handler = FuseHandler(fs: fs, timeouts: FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)) {
                 guard let s = try? await mc.status() else { return (0, 0) }
                 return (s.capacityBytes, s.capacityBytes > s.usedBytes ? s.capacityBytes - s.usedBytes : 0)
@@ -88,15 +93,49 @@ struct MountCommand: AsyncParsableCommand {
                 t.start()
             }
             signals.cancel()
+            sessionLoop.cancel()
+            do { try await fs.flushAll() } catch {
+                FileHandle.standardError.write(Data("cairn: writes still buffered at unmount were lost: \(error)\n".utf8))
+            }
+            do { try await fs.endSession() } catch {
+                FileHandle.standardError.write(Data("cairn: could not end the mount session (others will in \(FileSystem.deadAfter)): \(error)\n".utf8))
+            }
             await slices.close()
             try result.get()
             print("unmounted \(mountpoint)")
         }
     }
 
+    @Sendable static func wallClock() -> FSTime {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return FSTime(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
+    }
+
+    /// The heartbeat of this mount's session record, and the sweep that ends dead
+    /// mounts' sessions (their locks and orphans), until cancelled.
+    static func keepSession(_ fs: FileSystem) async {
+        let clock = ContinuousClock()
+        let start = clock.now
+        while !Task.isCancelled {
+            do {
+                if try await !fs.heartbeat() {
+                    FileHandle.standardError.write(Data("cairn: this mount was taken for dead (no heartbeat for \(FileSystem.deadAfter)); its locks were dropped\n".utf8))
+                }
+                let elapsed = clock.now - start
+                let nanos = UInt64(elapsed.components.seconds) * 1_000_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000)
+                for id in try await fs.sweepDeadMounts(monotonicNow: nanos) {
+                    FileHandle.standardError.write(Data("cairn: mount \(id) stopped beating: its locks and open-unlinked files were released\n".utf8))
+                }
+            } catch {
+                FileHandle.standardError.write(Data("cairn: mount session heartbeat: \(error)\n".utf8))
+            }
+            try? await Task.sleep(for: FileSystem.heartbeatInterval)
+        }
+    }
+
     /// Creates and attaches this mount's data volume; other mounts' volumes open read-only.
-    func openDataVolume(_ fsVolume: VolumeRecord, mc: ManagerClient, secret: String) async throws -> VolumeSliceStore {
-        let mountID = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
+    func openDataVolume(_ fsVolume: VolumeRecord, mountID: String, mc: ManagerClient, secret: String) async throws -> VolumeSliceStore {
         let dataName = "\(name).d.\(mountID)"
         _ = try await mc.createVolume(CreateVolumeRequest(
             name: dataName, sizeBytes: dataVolumeSize.bytes / 4096 * 4096, replicas: fsVolume.replicas,

@@ -36,6 +36,9 @@ final class FSTransaction {
         }
     }
 
+    /// The modRevision at which `key` was read (0: absent or not read).
+    func revision(of key: String) -> Int64 { revisions[key] ?? 0 }
+
     /// Records that the transaction depends on `key` having exactly this revision.
     func depend(on key: String, modRevision: Int64) {
         if revisions[key] == nil { revisions[key] = modRevision }
@@ -70,7 +73,14 @@ struct FSKeys: Sendable {
     func entry(_ dir: InodeNumber, _ name: String) -> String { entries(dir) + name }
     var inodeCounter: String { prefix + "next-ino" }
     /// Inodes without names kept for open handles (a crashed mount leaves them for a collector).
-    func orphan(_ ino: InodeNumber) -> String { prefix + "o/" + Self.hex(ino) }
+    func orphan(_ ino: InodeNumber) -> String { orphans + Self.hex(ino) }
+    var orphans: String { prefix + "o/" }
+    /// Every lock of one inode (Locks.swift).
+    func lock(_ ino: InodeNumber) -> String { locks + Self.hex(ino) }
+    var locks: String { prefix + "l/" }
+    /// One mount's session record (MountSessions.swift).
+    func mount(_ id: String) -> String { mounts + id }
+    var mounts: String { prefix + "m/" }
 
     static func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)

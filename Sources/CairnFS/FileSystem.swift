@@ -48,11 +48,29 @@ public final class FileSystem: @unchecked Sendable {
     /// Open handles of this mount by inode: an inode whose last name goes while it is
     /// open here stays (nlink 0, listed under o/) until its last release.
     private let openHandles = Locked<[InodeNumber: Int]>([:])
+    /// This mount's id: owner of its locks, orphans and session record.
+    public let mountID: String
+    /// Locks this mount may hold (Locks.swift).
+    let heldLocks = Locked<Set<HeldLock>>([])
+    /// This mount's session record once started (MountSessions.swift).
+    let session = Locked<MountRecord?>(nil)
+    /// Other mounts' session records as the sweep last saw them: revision, and since when
+    /// (monotonic nanoseconds) it has not moved.
+    let sessionsSeen = Locked<[String: (revision: Int64, since: UInt64)]>([:])
+    /// Writes not yet in the store, by inode (WriteBuffer.swift).
+    let buffers = Locked<BufferState>(BufferState())
+    let bufferLimits: WriteBufferLimits
 
-    /// - Parameter prefix: where this filesystem's keys live, e.g. "/fs/home/".
-    public init(store: MetaStore, prefix: String, data: SliceStore, now: @escaping @Sendable () -> FSTime) {
+    /// - Parameters:
+    ///   - prefix: where this filesystem's keys live, e.g. "/fs/home/".
+    ///   - mountID: this mount's id, unique among the filesystem's mounts.
+    ///   - buffering: how much written data may wait before going to the store; `.none`
+    ///     stores every write before acknowledging it.
+    public init(store: MetaStore, prefix: String, data: SliceStore, mountID: String = "local",
+                buffering: WriteBufferLimits = .none, now: @escaping @Sendable () -> FSTime) {
         precondition(prefix.hasSuffix("/"), "a filesystem prefix ends with '/'")
         self.store = store; self.keys = FSKeys(prefix: prefix); self.data = data; self.now = now
+        self.mountID = mountID; self.bufferLimits = buffering
     }
 
     func transact<R>(_ body: (FSTransaction) async throws -> R) async throws -> R {
@@ -93,7 +111,18 @@ public final class FileSystem: @unchecked Sendable {
 
     // MARK: - Reads
 
+    /// The inode as this mount sees it: its buffered writes count in size and mtime.
     public func getattr(_ ino: InodeNumber) async throws -> Inode {
+        let b = buffered(ino)
+        var node = try await storedInode(ino)
+        let end = max(b.flushing?.end ?? 0, b.pending?.end ?? 0)
+        if end > node.size { node.size = end }
+        if let m = b.mtime, m.nanoseconds > node.mtime.nanoseconds { node.mtime = m; node.ctime = m }
+        return node
+    }
+
+    /// The inode as the store has it.
+    func storedInode(_ ino: InodeNumber) async throws -> Inode {
         guard let (node, _) = try await store.getJSON(keys.inode(ino), as: Inode.self) else {
             throw FSError.noEntry("no inode \(ino)")
         }
@@ -130,7 +159,9 @@ public final class FileSystem: @unchecked Sendable {
     }
 
     public func read(_ ino: InodeNumber, offset: UInt64, length: Int) async throws -> [UInt8] {
-        let node = try await getattr(ino)
+        let b = buffered(ino)  // before the store read: see WriteBuffer.swift
+        var node = try await storedInode(ino)
+        node.size = max(node.size, b.flushing?.end ?? 0, b.pending?.end ?? 0)
         guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
         guard offset < node.size, length > 0 else { return [] }
         let end = min(node.size, offset + UInt64(length))
@@ -140,6 +171,8 @@ public final class FileSystem: @unchecked Sendable {
             let bytes = try await data.read(volume: s.volume, offset: s.volumeOffset + (from - s.fileOffset), length: Int(to - from))
             out.replaceSubrange(Int(from - offset)..<Int(to - offset), with: bytes)
         }
+        b.flushing?.overlay(&out, from: offset)
+        b.pending?.overlay(&out, from: offset)
         return out
     }
 
@@ -230,7 +263,7 @@ public final class FileSystem: @unchecked Sendable {
             try t.put(keys.inode(node.ino), node)
         } else if openHandles.withLock({ $0[node.ino, default: 0] > 0 }) {
             try t.put(keys.inode(node.ino), node)
-            try t.put(keys.orphan(node.ino), node.ino)
+            try t.put(keys.orphan(node.ino), OrphanRecord(ino: node.ino, mount: mountID))
         } else {
             // The data slices become garbage for the collector (docs/ARCHITECTURE.md).
             t.delete(keys.inode(node.ino))
@@ -244,6 +277,7 @@ public final class FileSystem: @unchecked Sendable {
 
     /// A file handle of this mount closed; the last one of an orphan removes it.
     public func released(_ ino: InodeNumber) async throws {
+        try await flush(ino)
         let last = openHandles.withLock { h -> Bool in
             let n = h[ino, default: 0]
             precondition(n > 0, "release of inode \(ino) that this mount has not opened")
@@ -344,7 +378,8 @@ public final class FileSystem: @unchecked Sendable {
     // MARK: - Attributes and data
 
     public func setattr(_ ino: InodeNumber, _ changes: AttributeChanges) async throws -> Inode {
-        try await transact { t in
+        if changes.size != nil || changes.mtime != nil { try await flush(ino) }
+        return try await transact { t in
             var node = try await inode(t, ino)
             let time = now()
             if let mode = changes.mode { node.mode = (node.mode & FileType.mask) | (mode & 0o7777) }
@@ -366,22 +401,60 @@ public final class FileSystem: @unchecked Sendable {
         }
     }
 
-    /// Writes `bytes` at `offset`: the data first, durably, as a new slice; then the map.
-    public func write(_ ino: InodeNumber, offset: UInt64, bytes: [UInt8]) async throws -> Int {
-        guard !bytes.isEmpty else { return 0 }
-        guard offset + UInt64(bytes.count) <= Self.fileSizeMax else { throw FSError.tooBig("write past the largest file size") }
-        let at = try await data.append(bytes)
-        let slice = Slice(fileOffset: offset, length: UInt64(bytes.count), volume: at.volume, volumeOffset: at.offset)
+    public struct AllocateMode: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        // Linux FALLOC_FL_* values.
+        public static let keepSize = AllocateMode(rawValue: 0x01)
+        public static let punchHole = AllocateMode(rawValue: 0x02)
+        public static let zeroRange = AllocateMode(rawValue: 0x10)
+    }
+
+    /// fallocate(2). Mode 0 (and KEEP_SIZE) makes [offset, offset+length) part of the
+    /// file, growing its size unless KEEP_SIZE; the range reads as before (holes as
+    /// zeroes). Space is not reserved: data volumes are thin, so a later write can still
+    /// meet a full cluster (named limit, docs/ARCHITECTURE.md). PUNCH_HOLE (with
+    /// KEEP_SIZE) and ZERO_RANGE drop the range's slices, so it reads as zeroes; other
+    /// modes (collapse, insert, unshare) are EOPNOTSUPP.
+    public func allocate(_ ino: InodeNumber, mode: AllocateMode, offset: UInt64, length: UInt64) async throws {
+        guard length > 0 else { throw FSError.invalid("fallocate of 0 bytes") }
+        guard mode.subtracting([.keepSize, .punchHole, .zeroRange]).isEmpty else {
+            throw FSError(95, "fallocate mode \(mode.rawValue) is not supported")
+        }
+        if mode.contains(.punchHole) && (!mode.contains(.keepSize) || mode.contains(.zeroRange)) {
+            throw FSError(95, "PUNCH_HOLE goes with KEEP_SIZE only")
+        }
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= Self.fileSizeMax else { throw FSError.tooBig("fallocate past the largest file size") }
+        try await flush(ino)
         try await transact { t in
             var node = try await inode(t, ino)
-            guard node.isRegular else { throw FSError.invalid("inode \(ino) is not a regular file") }
-            node.slices = SliceMap.write(node.slices, slice)
-            node.size = max(node.size, slice.fileEnd)
+            guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
+            guard node.isRegular else { throw FSError(19, "inode \(ino) is not a regular file") }
+            let clearing = mode.contains(.punchHole) || mode.contains(.zeroRange)
+            if clearing { node.slices = SliceMap.cut(node.slices, from: offset, to: end) }
+            let grows = !mode.contains(.keepSize) && end > node.size
+            if grows { node.size = end }
+            guard clearing || grows else { return }
             node.mtime = now()
             node.ctime = node.mtime
             try t.put(keys.inode(ino), node)
         }
-        return bytes.count
+    }
+
+    /// access(2) for a caller: mask bits R 4, W 2, X 1 (0: existence). Root passes
+    /// read and write, and execute if any execute bit is set.
+    public func access(_ ino: InodeNumber, mask: Int32, uid: UInt32, groups: [UInt32]) async throws {
+        let node = try await getattr(ino)
+        guard mask & 7 != 0 else { return }
+        let mode = node.mode
+        if uid == 0 {
+            if mask & 1 != 0 && !node.isDirectory && mode & 0o111 == 0 { throw FSError(13, "not executable") }
+            return
+        }
+        let bits: UInt32
+        if uid == node.uid { bits = (mode >> 6) & 7 } else if groups.contains(node.gid) { bits = (mode >> 3) & 7 } else { bits = mode & 7 }
+        guard UInt32(mask & 7) & ~bits == 0 else { throw FSError(13, "permission denied") }
     }
 
     // MARK: - Extended attributes

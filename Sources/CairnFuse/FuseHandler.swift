@@ -71,6 +71,14 @@ public final class FuseHandler: @unchecked Sendable {
         return (ctx.uid, ctx.gid)
     }
 
+    /// The caller's supplementary groups (empty where the kernel does not tell).
+    func groups(_ req: Request) -> [UInt32] {
+        var list = [gid_t](repeating: 0, count: 64)
+        let n = fuse_req_getgroups(req.raw, Int32(list.count), &list)
+        guard n > 0 else { return [] }
+        return Array(list.prefix(Int(min(n, Int32(list.count)))))
+    }
+
     // MARK: - Replies
 
     static func stat(of n: Inode) -> stat {

@@ -120,17 +120,82 @@ func makeOperations() -> fuse_lowlevel_ops {
             fuse_reply_write(r.raw, n)
         }
     }
-    // Every write is durable on the replicas and in the map before it is acknowledged,
-    // so flush and fsync have nothing left to do. Release may end an orphan.
-    ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
-    ops.release = { req, ino, _ in
-        let h = FuseHandler.of(req)
+    // Writes wait in the mount's buffer (CairnFS WriteBuffer.swift): flush (every close),
+    // fsync and release store them, so close-to-open holds. The kernel ends a POSIX
+    // owner's locks at close through flush, and an open file's flock at its release.
+    ops.flush = { req, ino, fi in
+        let h = FuseHandler.of(req), owner = fi!.pointee.lock_owner
         h.run(req) { r in
+            try await h.fs.flush(ino)
+            try await h.fs.releaseLocks(ino, owner: owner, kind: .posix)
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.release = { req, ino, fi in
+        let h = FuseHandler.of(req), owner = fi!.pointee.lock_owner, flockRelease = fi!.pointee.flock_release != 0
+        h.run(req) { r in
+            if flockRelease { try await h.fs.releaseLocks(ino, owner: owner, kind: .flock) }
             try await h.fs.released(ino)
             fuse_reply_err(r.raw, 0)
         }
     }
-    ops.fsync = { req, _, _, _ in fuse_reply_err(req, 0) }
+    ops.fsync = { req, ino, _, _ in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            try await h.fs.flush(ino)
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.fallocate = { req, ino, mode, offset, length, _ in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            guard offset >= 0, length > 0 else { throw FSError.invalid("bad fallocate range") }
+            try await h.fs.allocate(ino, mode: FileSystem.AllocateMode(rawValue: mode), offset: UInt64(offset), length: UInt64(length))
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.access = { req, ino, mask in
+        let h = FuseHandler.of(req)
+        h.run(req) { r in
+            let who = h.caller(r)
+            try await h.fs.access(ino, mask: mask, uid: who.uid, groups: [who.gid] + h.groups(r))
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.getlk = { req, ino, fi, lock in
+        let h = FuseHandler.of(req), owner = fi!.pointee.lock_owner, asked = lock!.pointee
+        h.run(req) { r in
+            var answer = asked
+            if let held = try await h.fs.testLock(ino, FuseHandler.fileLock(asked, owner: owner, mount: h.fs.mountID)) {
+                answer.l_type = Int16(held.exclusive ? F_WRLCK : F_RDLCK)
+                answer.l_whence = Int16(SEEK_SET)
+                answer.l_start = off_t(held.start)
+                answer.l_len = held.end == .max ? 0 : off_t(held.end - held.start + 1)
+                answer.l_pid = pid_t(held.pid)
+            } else {
+                answer.l_type = Int16(F_UNLCK)
+            }
+            fuse_reply_lock(r.raw, &answer)
+        }
+    }
+    ops.setlk = { req, ino, fi, lock, sleep in
+        let h = FuseHandler.of(req), owner = fi!.pointee.lock_owner, asked = lock!.pointee
+        h.run(req) { r in
+            let action: LockAction = Int32(asked.l_type) == F_UNLCK ? .unlock : Int32(asked.l_type) == F_WRLCK ? .exclusive : .shared
+            try await h.fs.setLock(ino, action, FuseHandler.fileLock(asked, owner: owner, mount: h.fs.mountID),
+                                   wait: sleep != 0) { fuse_req_interrupted(r.raw) != 0 }
+            fuse_reply_err(r.raw, 0)
+        }
+    }
+    ops.flock = { req, ino, fi, op in
+        let h = FuseHandler.of(req), owner = fi!.pointee.lock_owner
+        h.run(req) { r in
+            let action: LockAction = op & LOCK_UN != 0 ? .unlock : op & LOCK_EX != 0 ? .exclusive : .shared
+            let lock = FileLock(kind: .flock, exclusive: action == .exclusive, mount: h.fs.mountID, owner: owner, pid: 0)
+            try await h.fs.setLock(ino, action, lock, wait: op & LOCK_NB == 0) { fuse_req_interrupted(r.raw) != 0 }
+            fuse_reply_err(r.raw, 0)
+        }
+    }
     ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
     ops.opendir = { req, ino, fi in
         let h = FuseHandler.of(req)
@@ -144,6 +209,10 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.readdir = { req, _, size, offset, fi in
         let h = FuseHandler.of(req)
         h.readdir(req!, size: size, offset: offset, fh: fi!.pointee.fh)
+    }
+    ops.readdirplus = { req, _, size, offset, fi in
+        let h = FuseHandler.of(req), fh = fi!.pointee.fh
+        h.run(req) { r in try await h.readdirplus(r, size: size, offset: offset, fh: fh) }
     }
     ops.releasedir = { req, _, fi in
         FuseHandler.of(req).closeDirectory(fi!.pointee.fh)
@@ -196,6 +265,15 @@ func makeOperations() -> fuse_lowlevel_ops {
 }
 
 extension FuseHandler {
+    /// A POSIX lock request as CairnFS sees it (libfuse already made l_start absolute;
+    /// l_len 0 reaches to the end of any file).
+    static func fileLock(_ l: flock, owner: UInt64, mount: String) -> FileLock {
+        let start = UInt64(max(l.l_start, 0))
+        let end = l.l_len <= 0 ? UInt64.max : start + UInt64(l.l_len) - 1
+        return FileLock(kind: .posix, exclusive: Int32(l.l_type) == F_WRLCK, start: start, end: end, mount: mount,
+                        owner: owner, pid: UInt32(max(l.l_pid, 0)))
+    }
+
     static func changes(_ attr: stat, toSet: Int32, now: FSTime) -> AttributeChanges {
         func has(_ flag: Int32) -> Bool { toSet & flag != 0 }
         func time(_ t: timespec) -> FSTime { FSTime(nanoseconds: Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec)) }
@@ -217,6 +295,49 @@ extension FuseHandler {
             fuse_reply_err(req.raw, ERANGE)
         } else {
             replyBytes(req, value)
+        }
+    }
+
+    /// readdir with each entry's attributes (saves `ls -l` a lookup per name): the
+    /// attributes of the entries that can fit are read concurrently; a name whose inode
+    /// went meanwhile is listed without them.
+    func readdirplus(_ req: Request, size: Int, offset: off_t, fh: UInt64) async throws {
+        guard let entries = listing(fh) else { fuse_reply_err(req.raw, EBADF); return }
+        let first = Int(offset)
+        // An entry takes at least 152 bytes (fuse_direntplus plus an 8-byte name).
+        let last = min(entries.count, first + max(1, size / 152))
+        var nodes = [Inode?](repeating: nil, count: max(0, last - first))
+        try await withThrowingTaskGroup(of: (Int, Inode?).self) { group in
+            for i in first..<max(first, last) where entries[i].name != "." && entries[i].name != ".." {
+                let ino = entries[i].entry.ino
+                group.addTask { (i - first, try? await self.fs.getattr(ino)) }
+            }
+            for try await (i, node) in group { nodes[i] = node }
+        }
+        var buffer = [CChar](repeating: 0, count: size)
+        var used = 0
+        buffer.withUnsafeMutableBufferPointer { b in
+            var index = first
+            while index < entries.count {
+                var e = fuse_entry_param()
+                if index < last, let node = nodes[index - first] {
+                    e.ino = node.ino
+                    e.generation = 1
+                    e.attr = Self.stat(of: node)
+                    e.attr_timeout = timeouts.attributes
+                    e.entry_timeout = timeouts.entries
+                } else if index >= last {
+                    break
+                } else {
+                    e.attr.st_ino = UInt(entries[index].entry.ino)  // e.ino 0: no entry made
+                    e.attr.st_mode = entries[index].entry.type
+                }
+                let need = fuse_add_direntry_plus(req.raw, b.baseAddress! + used, size - used, entries[index].name, &e, off_t(index + 1))
+                if used + need > size { break }
+                used += need
+                index += 1
+            }
+            fuse_reply_buf(req.raw, b.baseAddress, used)
         }
     }
 

@@ -56,7 +56,7 @@ META_FLAGS=()
 start_cluster() {  # start_cluster NODES [extra local-up flags...]
     local nodes=$1; shift
     "$CAIRN" local up "${META_FLAGS[@]}" --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
-        --nbd-port "$NBD_PORT" --http-port "$HTTP_PORT" --config "$CAIRN_CONFIG" "$@" > "$T/local-up.log" 2>&1 &
+        --nbd-port "$NBD_PORT" --http-port "$HTTP_PORT" --config "$CAIRN_CONFIG" --fs-mount none "$@" > "$T/local-up.log" 2>&1 &
     LOCAL_UP_PID=$!
     for _ in $(seq 1 300); do
         if grep -q "Press Ctrl-C" "$T/local-up.log" 2>/dev/null; then

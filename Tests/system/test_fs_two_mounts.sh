@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Two mounts of one filesystem in separate processes: close-to-open visibility, rename
 # and unlink seen from the other mount, concurrent writers to different files and to
-# different ranges of one file; an open file outlives its last name; a killed daemon's
-# stale mount is cleaned by the next mount; SIGTERM unmounts.
+# different ranges of one file; an open file outlives its last name; POSIX and flock
+# locks hold across the mounts, and a killed mount's locks are released; a killed
+# daemon's stale mount is cleaned by the next mount; SIGTERM unmounts.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
 start_cluster 3
@@ -70,9 +71,25 @@ assert os.fstat(fd).st_nlink == 0
 os.close(fd)
 PY
 
+log "POSIX and flock locks taken on one mount block the other"
+/usr/bin/python3 "$(dirname "$0")/fs_locks.py" "$T/a" "$T/b" || fail "locks across mounts"
+
 log "a killed daemon leaves a stale mount; the next mount cleans it up"
+touch "$T/a/deadlock"
+/usr/bin/python3 -c 'import fcntl, sys, time
+f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); time.sleep(600)' "$T/a/deadlock" > "$T/holder.out" &
+HOLDER=$!
+for _ in $(seq 1 100); do grep -q held "$T/holder.out" && break; sleep 0.1; done
+grep -q held "$T/holder.out" || fail "the lock holder on mount a did not get its lock"
+! flock -n -x "$T/b/deadlock" -c true || fail "mount b took a lock mount a holds"
 kill -KILL "$A"
 wait "$A" 2>/dev/null || true
+log "the dead mount's lock is released once the others see it stopped beating"
+start=$(date +%s)
+timeout 60 flock -x "$T/b/deadlock" -c true || fail "the dead mount's lock was never released"
+log "lock of the dead mount released after $(( $(date +%s) - start )) s"
+kill -KILL "$HOLDER" 2>/dev/null || true
+wait "$HOLDER" 2>/dev/null || true
 if stat "$T/a" >/dev/null 2>&1; then fail "expected a stale mount after kill -9"; fi
 fs_mount home "$T/a"
 grep -q "stale mount" "$T"/mount-2.log || fail "the new mount did not report cleaning the stale one"

@@ -30,7 +30,7 @@ build_cairn() {
 start_local_cluster() {
   local tmp=$1 nodes=$2 manager_port=$3 storage_port=$4 i; shift 4
   "$CAIRN" local up --dir "$tmp/data" --nodes "$nodes" --manager-port "$manager_port" \
-    --storage-port "$storage_port" "$@" --config "$CAIRN_CONFIG" >"$tmp/local-up.log" 2>&1 &
+    --storage-port "$storage_port" --fs-mount none "$@" --config "$CAIRN_CONFIG" >"$tmp/local-up.log" 2>&1 &
   LOCAL_PID=$!
   for i in $(seq 1 600); do
     kill -0 "$LOCAL_PID" 2>/dev/null || { cat "$tmp/local-up.log" >&2; die "cairn local up exited"; }

@@ -1,0 +1,122 @@
+// Mount sessions: every mount of a filesystem keeps a record m/<mount id> that its
+// heartbeat rewrites (every `MountSessions.heartbeatInterval`). Each mount's sweep reads
+// all session records and remembers, by its own monotonic clock, since when each
+// record's modRevision has not moved; a record unchanged for `deadAfter` belongs to a
+// dead mount (killed, or cut off from the store). No clocks are compared across hosts.
+//
+// Ending a mount, cleanly (endSession) or by another mount's sweep (a dead one), drops
+// its locks, removes the inodes it kept open after their last name (orphans), and then
+// its session record; the sweep's final delete compares the record's revision, so a
+// mount that was only slow and beats again is not removed. Such a mount's heartbeat
+// finds its record gone, says so, and writes it again (its locks are lost: logged).
+import CairnCore
+import CairnMeta
+import Foundation
+
+public struct MountRecord: Codable, Sendable, Equatable {
+    public var host: String
+    public var pid: Int32
+    /// The volume this mount appends its data slices to.
+    public var dataVolume: String
+    public var started: FSTime
+    public var beat: UInt64
+    public init(host: String, pid: Int32, dataVolume: String, started: FSTime, beat: UInt64 = 0) {
+        self.host = host; self.pid = pid; self.dataVolume = dataVolume; self.started = started; self.beat = beat
+    }
+}
+
+/// An inode kept without names because a mount has it open (o/<ino>).
+struct OrphanRecord: Codable, Equatable {
+    var ino: InodeNumber
+    var mount: String
+}
+
+extension FileSystem {
+    public static let heartbeatInterval = Duration.seconds(2)
+    /// A session record unchanged this long (seen by another mount) is a dead mount's.
+    public static let deadAfter = Duration.seconds(10)
+
+    /// Writes this mount's session record (at mount).
+    public func startSession(_ record: MountRecord) async throws {
+        try await transact { t in try t.put(keys.mount(mountID), record) }
+        session.withLock { $0 = record }
+    }
+
+    /// Rewrites the session record. Returns false when the record was gone (another
+    /// mount took this one for dead and dropped its locks); it is written again.
+    @discardableResult
+    public func heartbeat() async throws -> Bool {
+        guard var record = session.withLock({ $0 }) else { return true }
+        record.beat += 1
+        let existed = try await transact { t -> Bool in
+            let had = try await t.get(keys.mount(mountID)) != nil
+            try t.put(keys.mount(mountID), record)
+            return had
+        }
+        session.withLock { $0 = record }
+        return existed
+    }
+
+    /// The clean end of this mount: its locks, its orphans and its record go.
+    public func endSession() async throws {
+        try await removeMount(mountID, ifRevision: nil)
+        session.withLock { $0 = nil }
+    }
+
+    /// Looks at every session record; removes the mounts whose record has not changed
+    /// for `deadAfter` by `monotonicNow` (nanoseconds of a monotonic clock). Returns the
+    /// ids of the mounts it removed.
+    @discardableResult
+    public func sweepDeadMounts(monotonicNow: UInt64, deadAfter: Duration = FileSystem.deadAfter) async throws -> [String] {
+        let limit = UInt64(deadAfter.components.seconds) * 1_000_000_000 + UInt64(deadAfter.components.attoseconds / 1_000_000_000)
+        let records = try await store.rangeAll(prefix: keys.mounts)
+        var dead: [(String, Int64)] = []
+        sessionsSeen.withLock { seen in
+            var present: [String: (revision: Int64, since: UInt64)] = [:]
+            for kv in records {
+                let id = String(kv.key.dropFirst(keys.mounts.count))
+                guard id != mountID else { continue }
+                if let s = seen[id], s.revision == kv.modRevision {
+                    present[id] = s
+                    if monotonicNow >= s.since && monotonicNow - s.since >= limit { dead.append((id, kv.modRevision)) }
+                } else {
+                    present[id] = (kv.modRevision, monotonicNow)
+                }
+            }
+            seen = present
+        }
+        var removed: [String] = []
+        for (id, revision) in dead where try await removeMount(id, ifRevision: revision) {
+            removed.append(id)
+        }
+        return removed
+    }
+
+    /// Drops a mount's locks and orphans, then its record (only if still at `ifRevision`,
+    /// when given). Returns whether the record went.
+    @discardableResult
+    func removeMount(_ id: String, ifRevision: Int64?) async throws -> Bool {
+        try await removeAllLocks(of: id)
+        for kv in try await store.rangeAll(prefix: keys.orphans) {
+            guard let o = try? JSONDecoder().decode(OrphanRecord.self, from: Data(kv.value)), o.mount == id else { continue }
+            try await transact { t in
+                if let node = try await t.getJSON(keys.inode(o.ino), as: Inode.self), node.nlink == 0 {
+                    t.delete(keys.inode(o.ino))
+                }
+                t.delete(keys.orphan(o.ino))
+            }
+        }
+        let key = keys.mount(id)
+        let compare = ifRevision.map { [TxnCompare.modRevision(key: key, equals: $0)] } ?? []
+        return try await store.txn(compare: compare, success: [.delete(key: key)], failure: []).succeeded
+    }
+
+    /// Every live session record (for `cairn` tools and tests).
+    public func sessions() async throws -> [String: MountRecord] {
+        var out: [String: MountRecord] = [:]
+        for kv in try await store.rangeAll(prefix: keys.mounts) {
+            out[String(kv.key.dropFirst(keys.mounts.count))] = try Self.decode(kv.value, as: MountRecord.self)
+        }
+        return out
+    }
+}
