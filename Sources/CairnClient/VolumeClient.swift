@@ -132,6 +132,21 @@ public final class VolumeClient: @unchecked Sendable {
 
     func refresh() async throws { install(try await control.map(name)) }
 
+    /// A replica failed but another answered: re-read the map in the background (at most
+    /// once a second), so later reads stop trying a replica the manager has removed or
+    /// marked down.
+    func refreshSoon() {
+        let now = ContinuousClock.now
+        let due = lastBackgroundRefresh.withLock { last -> Bool in
+            if let l = last, now - l < .seconds(1) { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        Task { try? await self.refresh() }
+    }
+    private let lastBackgroundRefresh = Locked<ContinuousClock.Instant?>(nil)
+
     /// Runs a public I/O call, counted in this client's metrics when it has a frontend.
     func measured<T>(_ op: VolumeIOOp, bytes: Int, _ body: () async throws -> T) async rethrows -> T {
         guard let io else { return try await body() }
@@ -384,6 +399,7 @@ public final class VolumeClient: @unchecked Sendable {
             }
             var corrupt: [NodeID] = []
             var stale = false
+            var unreachable = false
             for node in readOrder(chunk) {
                 guard let addr = addresses[node] else { continue }
                 do {
@@ -394,6 +410,7 @@ public final class VolumeClient: @unchecked Sendable {
                         continue
                     }
                     if !corrupt.isEmpty { await repair(p, address: address, from: addr, to: corrupt, addresses: addresses) }
+                    if unreachable { refreshSoon() }
                     return data
                 } catch CairnError.staleEpoch(let current) {
                     lastError = CairnError.staleEpoch(current: current)
@@ -406,6 +423,7 @@ public final class VolumeClient: @unchecked Sendable {
                     corrupt.append(node)
                 } catch {
                     lastError = error
+                    unreachable = true
                 }
             }
             if stale { try await refresh(); continue }

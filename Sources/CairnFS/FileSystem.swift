@@ -277,7 +277,18 @@ public final class FileSystem: @unchecked Sendable {
 
     /// A file handle of this mount closed; the last one of an orphan removes it.
     public func released(_ ino: InodeNumber) async throws {
-        try await flush(ino)
+        // The handle goes even when storing its buffered writes failed (the error is
+        // still reported, after the bookkeeping).
+        var flushError: Error?
+        do { try await flush(ino) } catch { flushError = error }
+        if let flushError {
+            try await releaseHandle(ino)
+            throw flushError
+        }
+        try await releaseHandle(ino)
+    }
+
+    func releaseHandle(_ ino: InodeNumber) async throws {
         let last = openHandles.withLock { h -> Bool in
             let n = h[ino, default: 0]
             precondition(n > 0, "release of inode \(ino) that this mount has not opened")

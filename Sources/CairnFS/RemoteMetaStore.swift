@@ -13,12 +13,15 @@ public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
     let secret: String
     let filesystem: String
     let group: EventLoopGroup
+    /// Kept-alive connections to the managers: a metadata call costs no TCP connect.
+    let connections: HTTPConnectionPool
     /// How long a call keeps looking for a leading manager.
     let leaderSearch = Duration.seconds(30)
 
     public init(managers: String, secret: String, filesystem: String, group: EventLoopGroup) {
         endpoints = managers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         self.secret = secret; self.filesystem = filesystem; self.group = group
+        connections = HTTPConnectionPool(group: group)
     }
 
     public func get(_ key: String) async throws -> KeyValue? {
@@ -46,7 +49,7 @@ public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
         return try events.map { try $0.decoded() }
     }
 
-    public func close() async throws {}
+    public func close() async throws { connections.close() }
 
     func call<Q: Encodable, A: Decodable>(_ op: String, _ request: Q, as: A.Type) async throws -> A {
         let body = [UInt8](try JSONEncoder().encode(request))
@@ -71,9 +74,9 @@ public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
     func callOne<A: Decodable>(_ base: String, _ path: String, _ body: [UInt8], as: A.Type) async throws -> A {
         let response: HTTPClient.Response
         do {
-            response = try await HTTPClient.request(
+            response = try await connections.request(
                 "POST", baseURL: base, path: path,
-                headers: [("Authorization", "Bearer \(secret)"), ("Content-Type", "application/json")], body: body, group: group)
+                headers: [("Authorization", "Bearer \(secret)"), ("Content-Type", "application/json")], body: body)
         } catch let e as CairnError {
             throw e
         } catch {

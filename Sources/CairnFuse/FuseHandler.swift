@@ -32,6 +32,8 @@ public final class FuseHandler: @unchecked Sendable {
     /// Directory listings taken at opendir, by file handle: readdir offsets index them,
     /// so they stay stable while the directory changes.
     let directories = Locked<(next: UInt64, open: [UInt64: [(name: String, entry: DirEntry)]])>((1, [:]))
+    /// Largest read or write request the kernel sends.
+    static let requestBytesMax: UInt32 = 1 << 20
     /// Bound on directory handles open at once.
     static let openDirectoriesMax = 65_536
 

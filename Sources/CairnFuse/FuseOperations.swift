@@ -10,6 +10,14 @@ func string(_ p: UnsafePointer<CChar>?) -> String { String(cString: p!) }
 
 func makeOperations() -> fuse_lowlevel_ops {
     var ops = fuse_lowlevel_ops()
+    // Requests of up to 1 MiB (libfuse's buffers hold 256 pages): eight times fewer
+    // round trips than the 128 KiB default for large reads and writes.
+    ops.`init` = { _, conn in
+        conn!.pointee.max_write = FuseHandler.requestBytesMax
+        conn!.pointee.max_readahead = FuseHandler.requestBytesMax
+        conn!.pointee.max_background = 64
+        conn!.pointee.congestion_threshold = 48
+    }
     ops.lookup = { req, parent, name in
         let h = FuseHandler.of(req), name = string(name)
         h.run(req) { r in h.replyEntry(r, try await h.fs.lookup(parent, name)) }
@@ -126,8 +134,11 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.flush = { req, ino, fi in
         let h = FuseHandler.of(req), owner = fi!.pointee.lock_owner
         h.run(req) { r in
-            try await h.fs.flush(ino)
+            // The locks go even when storing the buffered writes failed.
+            var flushError: Error?
+            do { try await h.fs.flush(ino) } catch { flushError = error }
             try await h.fs.releaseLocks(ino, owner: owner, kind: .posix)
+            if let flushError { throw flushError }
             fuse_reply_err(r.raw, 0)
         }
     }
