@@ -121,11 +121,20 @@ let package = Package(
             name: "CairnFS",
             dependencies: ["CairnCore", "CairnMeta", "CairnClient", "CairnNet", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings),
-        .target(name: "CairnFuse", dependencies: ["CFuse3", "CairnFS", "CairnCore"], swiftSettings: swiftSettings),
+        .target(name: "CairnFuse", dependencies: ["CFuse3", "CairnFS", "CairnCore", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .target(
+            name: "CairnAttach",
+            dependencies: [
+                "CairnCore", "CairnClient", "CairnNet", "CairnFuse", "CCairnShims",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnISCSI", "CairnFS", "CairnFuse",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnISCSI", "CairnFS", "CairnFuse", "CairnAttach",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -152,6 +161,7 @@ let package = Package(
             dependencies: ["CairnMeta", "CairnEtcd", "CairnCore", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings),
         .testTarget(name: "CairnFSTests", dependencies: ["CairnFS", "CairnMeta", "CairnCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "CairnAttachTests", dependencies: ["CairnAttach", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CairnManagerTests",

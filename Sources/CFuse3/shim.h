@@ -2,3 +2,5 @@
 // fuse_loop_cfg_* functions are real functions Swift can call (see TOOLCHAIN.md).
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+// fallocate's mode bits, which the one-file filesystem of the attach method handles.
+#include <linux/falloc.h>

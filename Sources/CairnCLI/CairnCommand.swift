@@ -12,6 +12,7 @@ public struct CairnCommand: AsyncParsableCommand {
             VolumeCommand.self, NodeCommand.self, BenchCommand.self, GatewayCommand.self,
             MountCommand.self, UmountCommand.self,
             SnapshotCommand.self,
+            AttachCommand.self, DetachCommand.self, AttachDaemonCommand.self,
         ])
     public init() {}
 }

@@ -147,6 +147,9 @@ public final class VolumeClient: @unchecked Sendable {
     }
     private let lastBackgroundRefresh = Locked<ContinuousClock.Instant?>(nil)
 
+    /// Re-reads the volume's map now (after a resize, to serve the new size at once).
+    public func refreshMap() async throws { try await refresh() }
+
     /// Runs a public I/O call, counted in this client's metrics when it has a frontend.
     func measured<T>(_ op: VolumeIOOp, bytes: Int, _ body: () async throws -> T) async rethrows -> T {
         guard let io else { return try await body() }

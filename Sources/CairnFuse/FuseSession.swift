@@ -13,12 +13,17 @@ public struct FuseMountOptions: Sendable {
     /// Shown by mount(8) as the source.
     public var sourceName = "cairn"
     public var threadsMax: UInt32 = 16
+    /// Shown by mount(8) as fuse.SUBTYPE.
+    public var subtype = "cairn"
+    /// Ask the kernel to check permissions from the attributes.
+    public var defaultPermissions = true
     public init() {}
 
     /// -o options for libfuse. The kernel checks permissions from the attributes
     /// (default_permissions) as for a local filesystem.
     var optionString: String {
-        var o = ["default_permissions", "fsname=\(sourceName)", "subtype=cairn"]
+        var o = ["fsname=\(sourceName)", "subtype=\(subtype)"]
+        if defaultPermissions { o.insert("default_permissions", at: 0) }
         if allowOther { o.append("allow_other") }
         if readOnly { o.append("ro") }
         return o.joined(separator: ",")
@@ -51,10 +56,21 @@ public enum FuseSession {
     /// `mounted` runs once the kernel has the mount, before requests are served.
     public static func run(_ handler: FuseHandler, mountpoint: String, options: FuseMountOptions,
                            mounted: () -> Void) throws {
+        try serve(makeOperations(), userdata: handler, mountpoint: mountpoint, options: options, mounted: mounted)
+    }
+
+    /// Serves a one-file filesystem (see BlockFile.swift) until it is unmounted.
+    public static func run(_ handler: BlockFileHandler, mountpoint: String, options: FuseMountOptions,
+                           mounted: () -> Void) throws {
+        try serve(makeBlockFileOperations(), userdata: handler, mountpoint: mountpoint, options: options, mounted: mounted)
+    }
+
+    static func serve(_ operations: fuse_lowlevel_ops, userdata handler: AnyObject, mountpoint: String,
+                      options: FuseMountOptions, mounted: () -> Void) throws {
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         for a in ["cairn", "-o", options.optionString] { _ = fuse_opt_add_arg(&args, a) }
-        var ops = makeOperations()
+        var ops = operations
         let userdata = Unmanaged.passRetained(handler)
         defer { userdata.release() }
         guard let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata.toOpaque()) else {

@@ -148,14 +148,7 @@ public final class Manager: @unchecked Sendable {
 
     // MARK: - Volumes
 
-    static func validateName(_ name: String) throws {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789.-")
-        guard !name.isEmpty, name.count <= 63, name.allSatisfy({ allowed.contains($0) }),
-              let first = name.first, first.isLetter || first.isNumber else {
-            throw CairnError.invalidArgument(
-                "volume name '\(name)' is not valid: use 1 to 63 lowercase letters, digits, '.' and '-', starting with a letter or digit")
-        }
-    }
+    static func validateName(_ name: String) throws { try validateVolumeName(name) }
 
     public func createVolume(_ req: CreateVolumeRequest) async throws -> VolumeRecord {
         try await insertVolume(req, from: nil)
