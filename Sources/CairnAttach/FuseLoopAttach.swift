@@ -59,9 +59,10 @@ struct FuseLoopAttach: AttachBackend {
                 var st = stat()
                 if stat(a.backingFile!, &st) == 0 { return pid }
                 if !SystemTools.processAlive(pid) { break }
-            } else if !daemonRunning(a) && ContinuousClock.now > deadline - options.startTimeout + .seconds(2) {
-                // No pid file and no process: it failed before mounting.
-                break
+            } else if SystemTools.processes(withArguments: daemonArguments(a)).isEmpty {
+                // No pid file and no process: it failed before mounting (or is being
+                // reaped: the pid file is written before the serving loop starts).
+                if SystemTools.readTrimmed(pidFile) == nil { break }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -72,13 +73,6 @@ struct FuseLoopAttach: AttachBackend {
         let text = SystemTools.readTrimmed(store.logFile(volume)) ?? ""
         let lines = text.split(separator: "\n").suffix(3).joined(separator: " / ")
         return lines.isEmpty ? "no output (see \(store.logFile(volume)))" : lines
-    }
-
-    /// A daemon of this volume's state directory is running (found by its command line
-    /// when the pid file is not there yet).
-    func daemonRunning(_ a: Attachment) -> Bool {
-        if let pid = daemonPID(a) { return SystemTools.processAlive(pid) }
-        return false
     }
 
     /// The daemon's pid, if that process is really this attachment's daemon.

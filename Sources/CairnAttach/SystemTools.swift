@@ -106,7 +106,7 @@ enum SystemTools {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return names.compactMap(Int32.init).filter { pid in
             let args = commandLine(pid)
-            return arguments.allSatisfy(args.contains)
+            return arguments.allSatisfy(args.contains) && processAlive(pid)
         }
     }
 
