@@ -1,5 +1,5 @@
 // Small C helpers that Swift cannot express efficiently: hardware CRC32C; a sparse file
-// copy (needs _GNU_SOURCE, which Swift's Glibc module does not set).
+// copy; a closefrom spawn action (both need _GNU_SOURCE, which Swift's Glibc module does not set).
 #ifndef CAIRN_SHIMS_H
 #define CAIRN_SHIMS_H
 #include <stddef.h>
