@@ -55,6 +55,10 @@ META_FLAGS=()
 
 start_cluster() {  # start_cluster NODES [extra local-up flags...]
     local nodes=$1; shift
+    # Empty the log here, not only in the child's redirection: the background
+    # child truncates it after the fork, so the first polls below could still read
+    # a previous run's "Press Ctrl-C" (a restart would pass before it happened).
+    : > "$T/local-up.log"
     "$CAIRN" local up "${META_FLAGS[@]}" --dir "$T/data" --nodes "$nodes" --manager-port "$MANAGER_PORT" --storage-port "$STORAGE_PORT" \
         --nbd-port "$NBD_PORT" --http-port "$HTTP_PORT" --config "$CAIRN_CONFIG" --fs-mount none "$@" > "$T/local-up.log" 2>&1 &
     LOCAL_UP_PID=$!
