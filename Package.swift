@@ -28,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", exact: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", exact: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", exact: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
     ],
     targets: [
         .target(name: "CCairnShims"),
@@ -131,10 +135,29 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // CSI: generated protobuf/gRPC code (tools/gen-csi.sh) and the plugin's services.
+        .target(
+            name: "CairnCSIProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]),
+        .target(
+            name: "CairnCSI",
+            dependencies: [
+                "CairnCore", "CairnClient", "CairnMeta", "CairnFS", "CairnCSIProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "CairnCLI",
             dependencies: [
-                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnISCSI", "CairnFS", "CairnFuse", "CairnAttach",
+                "CairnCore", "CairnNet", "CairnMeta", "CairnEtcd", "CairnStorage", "CairnManager", "CairnClient", "CairnNBD", "CairnMetrics", "CairnISCSI", "CairnFS", "CairnFuse", "CairnAttach", "CairnCSI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -160,6 +183,7 @@ let package = Package(
             name: "CairnMetaTests",
             dependencies: ["CairnMeta", "CairnEtcd", "CairnCore", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings),
+        .testTarget(name: "CairnCSITests", dependencies: ["CairnCSI", "CairnCSIProto", "CairnCore", "CairnMeta"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnFSTests", dependencies: ["CairnFS", "CairnMeta", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnAttachTests", dependencies: ["CairnAttach", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),

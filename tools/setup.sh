@@ -27,6 +27,8 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 # The packaging test validates the Kubernetes objects with kubernetes-validate (PyPI).
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.37.0
+# The CSI tests drive the plugin with a Python gRPC client, stubs generated from proto/csi.proto.
+python3 -c 'import grpc, grpc_tools' 2>/dev/null || python3 -m pip install -q grpcio grpcio-tools
 command -v swift >/dev/null 2>&1 || {
     echo "setup: Swift 6 is required (https://www.swift.org/install/linux/); put it on PATH" >&2
     exit 1

@@ -13,6 +13,7 @@ public struct CairnCommand: AsyncParsableCommand {
             MountCommand.self, UmountCommand.self,
             SnapshotCommand.self,
             AttachCommand.self, DetachCommand.self, AttachDaemonCommand.self,
+            CSICommand.self,
         ])
     public init() {}
 }

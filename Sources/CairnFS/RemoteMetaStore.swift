@@ -11,7 +11,8 @@ import NIOCore
 public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
     let endpoints: [String]
     let secret: String
-    let filesystem: String
+    /// The proxy's path before the operation, e.g. /v1/fs/NAME/meta.
+    var route: String
     let group: EventLoopGroup
     /// Kept-alive connections to the managers: a metadata call costs no TCP connect.
     let connections: HTTPConnectionPool
@@ -20,8 +21,14 @@ public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
 
     public init(managers: String, secret: String, filesystem: String, group: EventLoopGroup) {
         endpoints = managers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        self.secret = secret; self.filesystem = filesystem; self.group = group
+        self.secret = secret; self.route = "/v1/fs/\(filesystem)/meta"; self.group = group
         connections = HTTPConnectionPool(group: group)
+    }
+
+    /// The CSI plugin's records under /csi/ (POST /v1/csi/meta/*).
+    public convenience init(csiRecordsAt managers: String, secret: String, group: EventLoopGroup) {
+        self.init(managers: managers, secret: secret, filesystem: "", group: group)
+        self.route = "/v1/csi/meta"
     }
 
     public func get(_ key: String) async throws -> KeyValue? {
@@ -53,7 +60,7 @@ public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
 
     func call<Q: Encodable, A: Decodable>(_ op: String, _ request: Q, as: A.Type) async throws -> A {
         let body = [UInt8](try JSONEncoder().encode(request))
-        let path = "/v1/fs/\(filesystem)/meta/\(op)"
+        let path = "\(route)/\(op)"
         let clock = ContinuousClock()
         let deadline = clock.now + leaderSearch
         while true {

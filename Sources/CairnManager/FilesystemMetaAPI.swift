@@ -17,10 +17,20 @@ extension ManagerAPI {
         guard record.kind == .filesystem else {
             throw CairnError.invalidArgument("volume '\(name)' is a \(record.kind.rawValue) volume, not a filesystem")
         }
-        let prefix = MetaWire.filesystemPrefix(name)
+        return try await scopedMeta(prefix: MetaWire.filesystemPrefix(name), owner: "filesystem '\(name)'", op, req)
+    }
+
+    /// The CSI plugin's records (volume parameters, publications): the same operations,
+    /// confined to /csi/, so a plugin cannot touch the cluster's own records.
+    func csiMeta(_ op: String, _ req: HTTPRequest) async throws -> HTTPResponse {
+        try await scopedMeta(prefix: MetaWire.csiPrefix, owner: "the CSI records", op, req)
+    }
+
+    /// get/range/txn/revision/watch on the metadata store, every key under `prefix`.
+    func scopedMeta(prefix: String, owner: String, _ op: String, _ req: HTTPRequest) async throws -> HTTPResponse {
         func scoped(_ keys: [String]) throws {
             for k in keys where !k.hasPrefix(prefix) {
-                throw CairnError.invalidArgument("key '\(k)' is outside filesystem '\(name)' (\(prefix))")
+                throw CairnError.invalidArgument("key '\(k)' is outside \(owner) (\(prefix))")
             }
         }
         let store = manager.store

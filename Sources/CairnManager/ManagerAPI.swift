@@ -131,6 +131,7 @@ public struct ManagerAPI: Sendable {
             return try Self.json(["deleted": a[0]])
         }
         if let a = at("POST", "fs/*/meta/*") { return try await filesystemMeta(a[0], a[1], req) }
+        if let a = at("POST", "csi/meta/*") { return try await csiMeta(a[0], req) }
         return Self.error(CairnError.notFound("no such endpoint \(req.method) \(req.path)"), status: 404)
     }
 

@@ -137,4 +137,6 @@ public enum MetaWire {
 
     /// The prefix every key of filesystem `name` lies under.
     public static func filesystemPrefix(_ name: String) -> String { "/fs/\(name)/" }
+    /// Where the CSI plugin keeps its records (POST /v1/csi/meta/*).
+    public static let csiPrefix = "/csi/"
 }

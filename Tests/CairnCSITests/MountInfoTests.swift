@@ -1,0 +1,28 @@
+import XCTest
+@testable import CairnCSI
+
+final class MountInfoTests: XCTestCase {
+    func testParsesLinesWithOptionalFieldsAndEscapes() {
+        let text = """
+        36 35 98:0 /mnt1 /mnt/parent\\040dir rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+        40 36 0:52 / /var/lib/csi/staging rw,nosuid,nodev shared:7 - fuse.cairn cairn:fs1 rw,user_id=0
+        bad line
+        41 36 0:5 /loop3 /pods/vol ro,relatime - devtmpfs udev rw
+        """
+        let m = MountInfo.parse(text)
+        XCTAssertEqual(m.count, 3)
+        XCTAssertEqual(m[0].mountPoint, "/mnt/parent dir")
+        XCTAssertEqual(m[0].fsType, "ext3")
+        XCTAssertEqual(m[1].source, "cairn:fs1")
+        XCTAssertEqual(MountInfo.mount(at: "/var/lib/csi/staging/", in: m)?.fsType, "fuse.cairn")
+        XCTAssertTrue(m[2].readOnly)
+        XCTAssertNil(MountInfo.mount(at: "/elsewhere", in: m))
+    }
+
+    func testCairnNamesAreStable() {
+        XCTAssertEqual(VolumeNames.cairnName("pvc-1234", kind: .block), "pvc-1234")
+        let long = String(repeating: "x", count: 100)
+        XCTAssertEqual(VolumeNames.cairnName(long, kind: .block), VolumeNames.cairnName(long, kind: .block))
+        XCTAssertTrue(VolumeNames.cairnName("Upper_Case", kind: .block).hasPrefix("csi-"))
+    }
+}
