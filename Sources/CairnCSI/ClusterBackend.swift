@@ -21,12 +21,6 @@ public struct SnapshotInfo: Codable, Sendable, Equatable {
     }
 }
 
-/// Where a new volume's content comes from.
-public enum ContentSource: Codable, Sendable, Equatable {
-    case snapshot(String)
-    case volume(String)
-}
-
 /// What the controller asks of the cluster; ManagerBackend in production, a fake in tests.
 public protocol ClusterBackend: Sendable {
     func clusterStatus() async throws -> ClusterStatus
@@ -35,7 +29,7 @@ public protocol ClusterBackend: Sendable {
     /// The names of every volume whose name starts with `prefix`.
     func volumeNames(prefix: String) async throws -> [String]
     func createVolume(_ request: CreateVolumeRequest) async throws -> VolumeRecord
-    func cloneVolume(name: String, from: ContentSource, replicas: Int?, replicasMin: Int?, sizeBytes: UInt64,
+    func cloneVolume(name: String, from: VolumeSource, replicas: Int?, replicasMin: Int?, sizeBytes: UInt64,
                      requestID: String) async throws -> VolumeRecord
     /// Succeeds when the volume is already gone.
     func deleteVolume(_ name: String) async throws
@@ -64,7 +58,7 @@ public struct CSIVolumeRecord: Codable, Sendable, Equatable {
     public var csiName: String
     public var volume: String
     public var parameters: VolumeParameters
-    public var source: ContentSource?
+    public var source: VolumeSource?
     /// The manager's create request id, so a retried create returns the same volume.
     public var requestID: String
     /// node id -> publication.
@@ -101,10 +95,10 @@ struct CSIRecords: Sendable {
     /// Applies `change` to the record until the compare-and-swap wins; NOT_FOUND without one.
     func update(_ volume: String, _ change: (inout CSIVolumeRecord) throws -> Void) async throws -> CSIVolumeRecord {
         for _ in 0..<MetaLimits.updateRetriesMax {
-            guard var (record, revision) = try await get(volume) else {
+            guard let (before, revision) = try await get(volume) else {
                 throw CSIError.notFound("no volume '\(volume)'")
             }
-            let before = record
+            var record = before
             try change(&record)
             if record == before { return record }
             if try await put(record, ifRevision: revision) { return record }

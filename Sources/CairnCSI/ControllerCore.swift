@@ -66,7 +66,7 @@ public struct ControllerCore: Sendable {
         return .with { $0.volume = csiVolume(volume, record, topology: req.accessibilityRequirements) }
     }
 
-    private func contentSource(_ req: Csi_V1_CreateVolumeRequest) throws -> ContentSource? {
+    private func contentSource(_ req: Csi_V1_CreateVolumeRequest) throws -> VolumeSource? {
         guard req.hasVolumeContentSource else { return nil }
         switch req.volumeContentSource.type {
         case .snapshot(let s)?:
@@ -80,7 +80,7 @@ public struct ControllerCore: Sendable {
         }
     }
 
-    private func clone(name: String, from source: ContentSource, params: VolumeParameters, size: UInt64,
+    private func clone(name: String, from source: VolumeSource, params: VolumeParameters, size: UInt64,
                        requestID: String) async throws -> VolumeRecord {
         let sourceBytes: UInt64
         switch source {
@@ -289,7 +289,7 @@ public struct ControllerCore: Sendable {
             return .with { $0.snapshot = Self.csiSnapshot(existing) }
         }
         _ = try await managed(req.sourceVolumeID)
-        let s = try await backend.createSnapshot(volume: req.sourceVolumeID, name: name, requestID: req.name)
+        let s = try await backend.createSnapshot(volume: req.sourceVolumeID, name: name, requestID: "csi-snapshot-" + req.name)
         return .with { $0.snapshot = Self.csiSnapshot(s) }
     }
 
@@ -299,7 +299,7 @@ public struct ControllerCore: Sendable {
             r.sourceVolumeID = s.volume
             r.sizeBytes = Int64(s.sizeBytes)
             r.readyToUse = s.readyToUse
-            r.creationTime = Google_Protobuf_Timestamp(timeIntervalSince1970: s.createdAt)
+            r.creationTime = Google_Protobuf_Timestamp(roundingTimeIntervalSince1970: s.createdAt, rule: .toNearestOrAwayFromZero)
         }
     }
 

@@ -36,12 +36,31 @@ public struct ManagerBackend: ClusterBackend {
         try await client.resizeVolume(name, sizeBytes: sizeBytes)
     }
 
-    // Snapshots and clones come with the volume core's snapshot support.
-    static let noSnapshots = CSIError(.unimplemented, "this cluster has no snapshots yet")
-    public func cloneVolume(name: String, from: ContentSource, replicas: Int?, replicasMin: Int?, sizeBytes: UInt64,
-                            requestID: String) async throws -> VolumeRecord { throw Self.noSnapshots }
-    public func createSnapshot(volume: String, name: String, requestID: String) async throws -> SnapshotInfo { throw Self.noSnapshots }
-    public func snapshots(volume: String?) async throws -> [SnapshotInfo] { [] }
-    public func snapshot(_ id: String) async throws -> SnapshotInfo? { nil }
-    public func deleteSnapshot(_ id: String) async throws {}
+    public func cloneVolume(name: String, from: VolumeSource, replicas: Int?, replicasMin: Int?, sizeBytes: UInt64,
+                            requestID: String) async throws -> VolumeRecord {
+        try await client.cloneVolume(name: name, from: from, replicas: replicas, minReplicas: replicasMin, sizeBytes: sizeBytes,
+                                     requestID: requestID)
+    }
+
+    /// A snapshot's CSI id is its name, unique in the cluster.
+    static func info(_ s: SnapshotRecord) -> SnapshotInfo {
+        SnapshotInfo(id: s.name, name: s.name, volume: s.volume, sizeBytes: s.sizeBytes, createdAt: s.createdAt,
+                     readyToUse: s.readyToUse)
+    }
+
+    public func createSnapshot(volume: String, name: String, requestID: String) async throws -> SnapshotInfo {
+        Self.info(try await client.createSnapshot(volume: volume, name: name, requestID: requestID))
+    }
+
+    public func snapshots(volume: String?) async throws -> [SnapshotInfo] {
+        try await client.snapshots(volume: volume).map(Self.info)
+    }
+
+    public func snapshot(_ id: String) async throws -> SnapshotInfo? {
+        do { return Self.info(try await client.snapshot(id)) } catch CairnError.notFound { return nil }
+    }
+
+    public func deleteSnapshot(_ id: String) async throws {
+        do { try await client.deleteSnapshot(id) } catch CairnError.notFound {}
+    }
 }

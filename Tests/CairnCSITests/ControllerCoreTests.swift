@@ -38,7 +38,7 @@ final class FakeBackend: ClusterBackend, @unchecked Sendable {
             return v
         }
     }
-    func cloneVolume(name: String, from: ContentSource, replicas: Int?, replicasMin: Int?, sizeBytes: UInt64,
+    func cloneVolume(name: String, from: VolumeSource, replicas: Int?, replicasMin: Int?, sizeBytes: UInt64,
                      requestID: String) async throws -> VolumeRecord {
         try await createVolume(CreateVolumeRequest(name: name, sizeBytes: sizeBytes, replicas: replicas, replicasMin: replicasMin,
                                                    requestID: requestID))

@@ -8,16 +8,17 @@ export CSI_STUBS="$T/csi-stubs"
 python3 "$CSI_CLIENT" gen "$CSI_STUBS" || fail "cannot generate the CSI stubs (pip install grpcio grpcio-tools)"
 
 csi_cleanup() {
-    local m p f
+    local m p d
     for p in "${PLUGIN_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     # Topmost mounts first: bind mounts of a staging path before the staging path.
     for m in $(awk -v t="$T" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | tac); do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done
-    for f in "$T"/csi-*/volumes/*.json; do
-        [ -f "$f" ] || continue
-        p=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("daemonPID") or "")' "$f")
-        [ -n "$p" ] && { kill -TERM "$p" 2>/dev/null || true; }
+    # Loop devices over files of ours (the fuse-loop attach method).
+    for d in $(losetup -a 2>/dev/null | grep -F "$T/" | cut -d: -f1); do losetup -d "$d" 2>/dev/null || true; done
+    # The daemons the plugins started (cairn mount, attach daemons): every daemonPID recorded.
+    for p in $(grep -rhoE '"daemonPID" *: *[0-9]+' "$T"/csi-* 2>/dev/null | grep -oE '[0-9]+$'); do
+        kill -TERM "$p" 2>/dev/null || true
     done
     if [ "${CSI_TEST_FAILED:-0}" = 1 ]; then
         for f in "$T"/plugin-*.log "$T"/csi-*/logs/*.log; do [ -f "$f" ] && { echo "---- tail of $f"; tail -n 20 "$f"; }; done

@@ -147,7 +147,9 @@ done
 grep -q " $T/" /proc/self/mountinfo && fail "mounts left: $(grep " $T/" /proc/self/mountinfo)"
 [ -e "$T/na/pod/mount" ] && fail "the target path is left"
 for p in $daemons; do kill -0 "$p" 2>/dev/null && fail "cairn mount daemon $p still runs after unstage"; done
+"$CAIRN" volume list | grep -q "^pvc-rwx\.d\." || fail "the mounts made no data volumes"
 csi ctl Controller.DeleteVolume '{"volume_id":"pvc-rwx"}' >/dev/null
+"$CAIRN" volume list | grep -q "^pvc-rwx" && fail "volumes of pvc-rwx left: $("$CAIRN" volume list)"
 csi_expect NOT_FOUND ctl Controller.ControllerGetVolume '{"volume_id":"pvc-rwx"}'
 
 log "probe: not ready while the manager is unreachable"
