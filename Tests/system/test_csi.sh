@@ -87,6 +87,38 @@ csi ctl Controller.DeleteVolume '{"volume_id":"pvc-rwo"}' >/dev/null
 csi ctl Controller.DeleteVolume '{"volume_id":"pvc-rwo"}' >/dev/null
 "$CAIRN" volume list | grep -q "^pvc-rwo " && fail "pvc-rwo still exists after DeleteVolume"
 
+log "controller: snapshot -> new volume and a clone hold the source's data; snapshot paging"
+csi ctl Controller.CreateVolume '{"name":"pvc-src","capacity_range":{"required_bytes":"8388608"},"volume_capabilities":['"$CAP_BLOCK"'],"parameters":{"replicas":"2"}}' >/dev/null
+head -c 8388608 /dev/urandom > "$T/src.img"
+"$CAIRN" volume import pvc-src "$T/src.img" >/dev/null
+snap=$(csi ctl Controller.CreateSnapshot '{"name":"snap-1","source_volume_id":"pvc-src"}')
+[ "$snap" = "$(csi ctl Controller.CreateSnapshot '{"name":"snap-1","source_volume_id":"pvc-src"}')" ] || fail "a repeated CreateSnapshot answered differently"
+[ "$(json_get "$snap" 'a["snapshot"]["ready_to_use"]')" = True ] || fail "snapshot not ready: $snap"
+sid=$(json_get "$snap" 'a["snapshot"]["snapshot_id"]')
+csi ctl Controller.CreateSnapshot '{"name":"snap-2","source_volume_id":"pvc-src"}' >/dev/null
+csi_expect NOT_FOUND ctl Controller.CreateSnapshot '{"name":"snap-3","source_volume_id":"no-such-volume"}'
+csi_expect INVALID_ARGUMENT ctl Controller.CreateSnapshot '{"source_volume_id":"pvc-src"}'
+page=$(csi ctl Controller.ListSnapshots '{"max_entries":1,"source_volume_id":"pvc-src"}')
+[ "$(json_get "$page" 'a["entries"][0]["snapshot"]["snapshot_id"]')" = snap-1 ] || fail "first snapshot page: $page"
+page=$(csi ctl Controller.ListSnapshots '{"max_entries":1,"source_volume_id":"pvc-src","starting_token":"'"$(json_get "$page" 'a["next_token"]')"'"}')
+[ "$(json_get "$page" 'a["entries"][0]["snapshot"]["snapshot_id"]')" = snap-2 ] || fail "second snapshot page: $page"
+[ "$(json_get "$page" 'a.get("next_token", "")')" = "" ] || fail "a third snapshot page: $page"
+head -c 8388608 /dev/urandom > "$T/src2.img"
+"$CAIRN" volume import pvc-src "$T/src2.img" >/dev/null   # the source moves on after the snapshot
+csi ctl Controller.CreateVolume '{"name":"pvc-restored","capacity_range":{"required_bytes":"8388608"},"volume_capabilities":['"$CAP_BLOCK"'],"parameters":{"replicas":"2"},"volume_content_source":{"snapshot":{"snapshot_id":"'$sid'"}}}' >/dev/null
+csi ctl Controller.CreateVolume '{"name":"pvc-clone","capacity_range":{"required_bytes":"8388608"},"volume_capabilities":['"$CAP_BLOCK"'],"parameters":{"replicas":"2"},"volume_content_source":{"volume":{"volume_id":"pvc-src"}}}' >/dev/null
+csi_expect NOT_FOUND ctl Controller.CreateVolume '{"name":"pvc-none","volume_capabilities":['"$CAP_BLOCK"'],"volume_content_source":{"snapshot":{"snapshot_id":"no-such-snapshot"}}}'
+"$CAIRN" volume export pvc-restored "$T/restored.img" >/dev/null
+"$CAIRN" volume export pvc-clone "$T/clone.img" >/dev/null
+cmp "$T/src.img" "$T/restored.img" || fail "the volume restored from the snapshot differs from the source at snapshot time"
+cmp "$T/src2.img" "$T/clone.img" || fail "the clone differs from its source volume"
+for _ in 1 2; do
+    csi ctl Controller.DeleteSnapshot '{"snapshot_id":"snap-1"}' >/dev/null
+    csi ctl Controller.DeleteSnapshot '{"snapshot_id":"snap-2"}' >/dev/null
+done
+[ "$(json_get "$(csi ctl Controller.ListSnapshots '{"source_volume_id":"pvc-src"}')" 'len(a.get("entries", []))')" = 0 ] || fail "snapshots left"
+for v in pvc-src pvc-restored pvc-clone; do csi ctl Controller.DeleteVolume '{"volume_id":"'$v'"}' >/dev/null; done
+
 log "node: RWX on two node ids (two plugin processes), a file crosses between them"
 start_plugin na node-a --node --zone z1
 start_plugin nb node-b --node --zone z2
