@@ -35,7 +35,7 @@ def case_name(c):
 
 def main():
     p = argparse.ArgumentParser()
-    for name in ["results", "out", "command", "size", "seconds", "repeat", "disk", "commit", "versions"]:
+    for name in ["results", "out", "command", "size", "seconds", "repeat", "disk", "commit", "versions", "notes"]:
         p.add_argument("--" + name, required=name in ("results", "out", "command"))
     args = p.parse_args()
     runs = defaultdict(list)
@@ -99,6 +99,9 @@ def main():
         out.append(f"- 4 KiB random, 4 jobs / 1 job on Cairn attach RF1: write {scale[0]:.2f}x, read {scale[1]:.2f}x "
                    f"(no collapse with parallel jobs: {'met' if min(scale) >= 1.0 else 'NOT met'})")
     out.append("")
+    if args.notes and os.path.exists(args.notes):
+        with open(args.notes) as f:
+            out += [f.read()]
     with open(args.out, "w") as f:
         f.write("\n".join(out))
 
