@@ -57,7 +57,7 @@ csi_expect() {
     if out=$(python3 "$CSI_CLIENT" "$T/$1.sock" "$2" "${3:-}" 2>&1); then
         fail "$2 ${3:-}: expected $code, got success: $out"
     fi
-    echo "$out" | grep -q "^$code: " || fail "$2 ${3:-}: expected $code, got: $out"
+    grep -q "^$code: " <<< "$out" || fail "$2 ${3:-}: expected $code, got: $out"
 }
 
 # json_get JSON PATH: a field of an answer (a python expression on `a`).

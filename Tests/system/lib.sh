@@ -104,6 +104,6 @@ expect_fail() {  # expect_fail "message fragment" command...
     local want=$1; shift
     local out
     if out=$("$@" 2>&1); then fail "expected failure of: $* (got: $out)"; fi
-    echo "$out" | grep -q -- "$want" || fail "error of '$*' lacks '$want': $out"
+    grep -q -- "$want" <<< "$out" || fail "error of '$*' lacks '$want': $out"
     [ "$(echo "$out" | wc -l)" -le 2 ] || fail "error of '$*' is not one clear line: $out"
 }

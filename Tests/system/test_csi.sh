@@ -15,12 +15,12 @@ info=$(csi ctl Identity.GetPluginInfo)
 [ "$(json_get "$info" 'a["name"]')" = cairn.csi.io ] || fail "plugin name: $info"
 caps=$(csi ctl Identity.GetPluginCapabilities)
 for want in CONTROLLER_SERVICE VOLUME_ACCESSIBILITY_CONSTRAINTS ONLINE; do
-    echo "$caps" | grep -q "$want" || fail "plugin capabilities lack $want: $caps"
+    grep -q "$want" <<< "$caps" || fail "plugin capabilities lack $want: $caps"
 done
 [ "$(json_get "$(csi ctl Identity.Probe)" 'a["ready"]')" = True ] || fail "probe not ready with the manager up"
 ccaps=$(csi ctl Controller.ControllerGetCapabilities)
 for want in CREATE_DELETE_VOLUME PUBLISH_UNPUBLISH_VOLUME LIST_VOLUMES EXPAND_VOLUME GET_VOLUME VOLUME_CONDITION; do
-    echo "$ccaps" | grep -q "\"$want\"" || fail "controller capabilities lack $want"
+    grep -q "\"$want\"" <<< "$ccaps" || fail "controller capabilities lack $want"
 done
 
 log "controller: create is idempotent and rounds up to 4 KiB; other parameters are ALREADY_EXISTS"
@@ -49,9 +49,9 @@ csi_expect INVALID_ARGUMENT ctl Controller.ControllerExpandVolume '{"volume_id":
 csi_expect ABORTED ctl Controller.ListVolumes '{"starting_token":"not-a-token"}'
 csi ctl Controller.DeleteVolume '{"volume_id":"no-such-volume"}' >/dev/null || fail "deleting a missing volume is not OK"
 val=$(csi ctl Controller.ValidateVolumeCapabilities '{"volume_id":"pvc-rwx","volume_capabilities":['"$CAP_BLOCK"']}')
-echo "$val" | grep -q confirmed && fail "a filesystem volume confirmed as a block device: $val"
+grep -q confirmed <<< "$val" && fail "a filesystem volume confirmed as a block device: $val"
 val=$(csi ctl Controller.ValidateVolumeCapabilities '{"volume_id":"pvc-rwx","volume_capabilities":['"$CAP_RWX"']}')
-echo "$val" | grep -q confirmed || fail "RWX not confirmed: $val"
+grep -q confirmed <<< "$val" || fail "RWX not confirmed: $val"
 
 log "controller: single-node publish on a second node is FAILED_PRECONDITION; paging; capacity"
 csi ctl Controller.CreateVolume '{"name":"pvc-rwo","capacity_range":{"required_bytes":"67108864"},"volume_capabilities":['"$CAP_RWO_EXT4"'],"parameters":{"replicas":"2"}}' >/dev/null
@@ -127,7 +127,7 @@ ni=$(csi na Node.NodeGetInfo)
 [ "$(json_get "$ni" 'a["accessible_topology"]["segments"]["topology.cairn.io/zone"]')" = z1 ] || fail "node topology: $ni"
 ncaps=$(csi na Node.NodeGetCapabilities)
 for want in STAGE_UNSTAGE_VOLUME EXPAND_VOLUME GET_VOLUME_STATS VOLUME_CONDITION SINGLE_NODE_MULTI_WRITER; do
-    echo "$ncaps" | grep -q "\"$want\"" || fail "node capabilities lack $want"
+    grep -q "\"$want\"" <<< "$ncaps" || fail "node capabilities lack $want"
 done
 ctx='"volume_context":{"kind":"filesystem","fsType":"ext4"}'
 for n in a b; do
@@ -144,7 +144,7 @@ head -c 2000000 /dev/urandom > "$T/blob"
 cp "$T/blob" "$T/na/pod/mount/blob"
 cmp "$T/blob" "$T/nb/pod/mount/blob" || fail "node b reads other bytes than node a wrote"
 stats=$(csi nb Node.NodeGetVolumeStats '{"volume_id":"pvc-rwx","volume_path":"'$T'/nb/pod/mount"}')
-echo "$stats" | grep -q '"BYTES"' || fail "no byte usage: $stats"
+grep -q '"BYTES"' <<< "$stats" || fail "no byte usage: $stats"
 [ "$(json_get "$stats" 'a["volume_condition"].get("abnormal", False)')" = False ] || fail "abnormal: $stats"
 csi_expect NOT_FOUND nb Node.NodeGetVolumeStats '{"volume_id":"pvc-rwx","volume_path":"'$T'/nowhere"}'
 csi_expect INVALID_ARGUMENT nb Node.NodeStageVolume '{"volume_id":"pvc-rwx","volume_capability":'"$CAP_RWX"'}'

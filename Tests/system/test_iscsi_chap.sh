@@ -59,8 +59,8 @@ log "discovery needs CHAP too, and lists only what the initiator may see"
 expect_refused iscsi-ls -i "$GOOD_IQN" "iscsi://127.0.0.1:$CHAP_PORT"
 out=$(iscsi-ls -i iqn.2026-01.test:intruder "iscsi://alice%alice-secret-0123@127.0.0.1:$CHAP_PORT")
 echo "$out"
-echo "$out" | grep -q "${IQN_PREFIX}other" || fail "discovery misses 'other'"
-echo "$out" | grep -q "${IQN_PREFIX}locked" && fail "discovery shows 'locked' to an initiator it refuses"
+grep -q "${IQN_PREFIX}other" <<< "$out" || fail "discovery misses 'other'"
+grep -q "${IQN_PREFIX}locked" <<< "$out" && fail "discovery shows 'locked' to an initiator it refuses"
 
 log "the refusals are logged by the gateway"
 grep -q "login refused" "$T/chap-gateway.log" || fail "no refusal in the gateway log"

@@ -67,7 +67,7 @@ log "manager$LEADER leads"
 for i in 1 2 3; do
     [ "$i" = "$LEADER" ] && continue
     out=$(curl -s "http://127.0.0.1:$(( BASE_PORT + i - 1 ))/v1/volumes" -H "Authorization: Bearer $CAIRN_SECRET")
-    echo "$out" | grep -q 'standing by' || fail "manager$i does not say it stands by: $out"
+    grep -q 'standing by' <<< "$out" || fail "manager$i does not say it stands by: $out"
 done
 
 for i in 1 2 3; do

@@ -10,20 +10,20 @@ start_nbd_cluster 3
 
 log "nbdinfo --list"
 list=$(nbdinfo --list "nbd://127.0.0.1:$NBD_PORT")
-echo "$list" | grep -q "export=\"v1\"" || fail "v1 missing from the list: $list"
-echo "$list" | grep -q "export=\"v2\"" || fail "v2 missing from the list: $list"
+grep -q "export=\"v1\"" <<< "$list" || fail "v1 missing from the list: $list"
+grep -q "export=\"v2\"" <<< "$list" || fail "v2 missing from the list: $list"
 
 log "nbdinfo on one export"
 info=$(nbdinfo "$(nbd_uri v1)")
 echo "$info"
-echo "$info" | grep -q "export-size: 268435456" || fail "wrong size"
+grep -q "export-size: 268435456" <<< "$info" || fail "wrong size"
 for f in can_flush can_fua can_multi_conn can_trim can_zero can_fast_zero can_cache can_df; do
-    echo "$info" | grep -q "$f: true" || fail "$f is not true"
+    grep -q "$f: true" <<< "$info" || fail "$f is not true"
 done
-echo "$info" | grep -q "is_read_only: false" || fail "v1 is read-only"
-echo "$info" | grep -q "block_size_maximum: 33554432" || fail "maximum block size is not 32 MiB"
-echo "$info" | grep -q "block_size_preferred: 4096" || fail "preferred block size is not 4096"
-echo "$info" | grep -q "description: cairn volume" || fail "no description"
+grep -q "is_read_only: false" <<< "$info" || fail "v1 is read-only"
+grep -q "block_size_maximum: 33554432" <<< "$info" || fail "maximum block size is not 32 MiB"
+grep -q "block_size_preferred: 4096" <<< "$info" || fail "preferred block size is not 4096"
+grep -q "description: cairn volume" <<< "$info" || fail "no description"
 
 log "write 8 MiB, trim 1 MiB of it, read the map"
 $PY - "$(nbd_uri v1)" <<'PY'
@@ -35,15 +35,15 @@ h.flush(); h.shutdown()
 PY
 map=$(nbdinfo --map "$(nbd_uri v1)")
 echo "$map"
-echo "$map" | grep -Eq "^ +0 +2097152 +0 +data" || fail "first 2 MiB not data"
-echo "$map" | grep -Eq "^ +2097152 +1048576 +3 +hole,zero" || fail "trimmed range is not a hole"
-echo "$map" | grep -Eq "^ +3145728 +5242880 +0 +data" || fail "data after the hole missing"
+grep -Eq "^ +0 +2097152 +0 +data" <<< "$map" || fail "first 2 MiB not data"
+grep -Eq "^ +2097152 +1048576 +3 +hole,zero" <<< "$map" || fail "trimmed range is not a hole"
+grep -Eq "^ +3145728 +5242880 +0 +data" <<< "$map" || fail "data after the hole missing"
 
 log "unix socket"
 nbdinfo "nbd+unix:///v2?socket=$(nbd_socket)" | grep -q "export-size: 67108864" || fail "unix socket export"
 
 log "unknown export is refused with a clear message"
 out=$(LIBNBD_DEBUG=1 nbdinfo "$(nbd_uri nosuch)" 2>&1) && fail "unknown export accepted"
-echo "$out" | grep -q "No such file" || fail "unknown export not ERR_UNKNOWN: $out"
-echo "$out" | grep -q "no volume named 'nosuch'" || fail "the server's message is missing: $out"
+grep -q "No such file" <<< "$out" || fail "unknown export not ERR_UNKNOWN: $out"
+grep -q "no volume named 'nosuch'" <<< "$out" || fail "the server's message is missing: $out"
 log "PASS"

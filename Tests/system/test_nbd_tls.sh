@@ -31,10 +31,10 @@ gateway "$ON_PORT" on gw-on
 
 log "require: nbdinfo over TLS"
 info=$(nbdinfo "nbds://127.0.0.1:$TLS_PORT/t1?tls-certificates=$PKI/client")
-echo "$info" | grep -q "export-size: 67108864" || fail "TLS export: $info"
+grep -q "export-size: 67108864" <<< "$info" || fail "TLS export: $info"
 log "require: clear-text client refused"
 out=$(nbdinfo "nbd://127.0.0.1:$TLS_PORT/t1" 2>&1) && fail "clear-text client served in require mode"
-echo "$out" | grep -qi "tls" || fail "refusal does not mention TLS: $out"
+grep -qi "tls" <<< "$out" || fail "refusal does not mention TLS: $out"
 nbdinfo --list "nbd://127.0.0.1:$TLS_PORT" >/dev/null 2>&1 && fail "LIST answered in the clear in require mode"
 log "require: a client trusting another CA fails"
 nbdinfo "nbds://127.0.0.1:$TLS_PORT/t1?tls-certificates=$PKI/other" >/dev/null 2>&1 && fail "untrusted certificate accepted"
