@@ -146,7 +146,7 @@ let package = Package(
         .target(
             name: "CairnCSI",
             dependencies: [
-                "CairnCore", "CairnClient", "CairnMeta", "CairnFS", "CairnCSIProto",
+                "CairnCore", "CairnClient", "CairnMeta", "CairnFS", "CairnAttach", "CairnCSIProto",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -14,13 +14,16 @@ struct CSICommand: AsyncParsableCommand {
     @Flag(help: "Serve the Node service.") var node = false
     @Option(help: "Where the Node service keeps its records of staged volumes.") var stateDir = "/var/lib/cairn/csi"
     @Option(help: "This node's zone, reported as topology \(CSILimits.zoneKey).") var zone: String?
+    @Option(help: "The gateway's NBD address, for the nbd attach method.") var nbdAddress = "127.0.0.1:10809"
+    @Option(help: "The gateway's iSCSI portal, for the iscsi attach method.") var iscsiPortal = "127.0.0.1:3260"
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
         try await runReporting {
             let c = try ClientConfig.resolve(manager: client.manager, secretFile: client.secretFile)
             let config = CSIPluginConfig(endpoint: endpoint, nodeID: nodeID, controller: controller, node: node,
-                                         stateDirectory: stateDir, zone: zone, managers: c.manager, secret: c.secret)
+                                         stateDirectory: stateDir, zone: zone, managers: c.manager, secret: c.secret,
+                                         nbdAddress: nbdAddress, iscsiPortal: iscsiPortal)
             try await CSIPlugin.run(config, group: Runtime.group, logger: Runtime.logger("cairn.csi")) {
                 _ = await Runtime.waitForTermination()
             }

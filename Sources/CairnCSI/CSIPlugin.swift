@@ -1,4 +1,5 @@
 // Serves the CSI services on a unix socket until asked to stop.
+import CairnAttach
 import CairnCore
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -48,10 +49,14 @@ public struct CSIPluginConfig: Sendable {
     public var zone: String?
     public var managers: String
     public var secret: String
+    /// Where the node attaches volumes from with the nbd and iscsi methods (the gateway).
+    public var nbdAddress: String
+    public var iscsiPortal: String
     public init(endpoint: String, nodeID: String, controller: Bool, node: Bool, stateDirectory: String, zone: String?,
-                managers: String, secret: String) {
+                managers: String, secret: String, nbdAddress: String, iscsiPortal: String) {
         self.endpoint = endpoint; self.nodeID = nodeID; self.controller = controller; self.node = node
         self.stateDirectory = stateDirectory; self.zone = zone; self.managers = managers; self.secret = secret
+        self.nbdAddress = nbdAddress; self.iscsiPortal = iscsiPortal
     }
 }
 
@@ -74,7 +79,12 @@ extension CSIPlugin {
             let options = NodeOptions(nodeID: config.nodeID, zone: config.zone, stateDirectory: config.stateDirectory,
                                       cairnBinary: currentExecutable(),
                                       daemonEnvironment: ["CAIRN_MANAGER": config.managers, "CAIRN_SECRET": config.secret])
-            services.append(NodeService(core: NodeCore(options: options, system: LinuxNodeSystem(), attacher: nil), logger: logger))
+            // Attachments are recorded beside the plugin's own records, one state directory per node id.
+            let attacher = CairnAttacher(options: AttachOptions(
+                managers: config.managers.split(separator: ",").map(String.init), secret: config.secret,
+                stateDirectory: config.stateDirectory + "/attach", cairnBinary: currentExecutable(),
+                nbdAddress: config.nbdAddress, iscsiPortal: config.iscsiPortal))
+            services.append(NodeService(core: NodeCore(options: options, system: LinuxNodeSystem(), attacher: attacher), logger: logger))
         }
         try await serve(socket: socket, services: services, logger: logger, stop: stop)
     }
