@@ -10,12 +10,23 @@ python3 "$CSI_CLIENT" gen "$CSI_STUBS" || fail "cannot generate the CSI stubs (p
 csi_cleanup() {
     local m p d
     for p in "${PLUGIN_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    # Topmost mounts first: bind mounts of a staging path before the staging path.
+    # Topmost mounts first, FUSE last: targets, staging filesystems on loop devices, then
+    # the attach daemons' and cairn mount daemons' FUSE mounts.
+    for m in $(awk -v t="$T" 'index($5, t) == 1 && $0 !~ / - fuse/ { print $5 }' /proc/self/mountinfo | tac); do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done
+    # Attached volumes: cairn detach knows each method's teardown (loop device, daemon).
+    for d in "$T"/csi-*/attach; do
+        [ -d "$d" ] || continue
+        for v in "$d"/*/; do
+            v=$(basename "$v")
+            timeout 60 "$CAIRN" detach "$v" --state-dir "$d" >/dev/null 2>&1 || true
+        done
+    done
+    for d in $(losetup -a 2>/dev/null | grep -F "$T/" | cut -d: -f1); do losetup -d "$d" 2>/dev/null || true; done
     for m in $(awk -v t="$T" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | tac); do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done
-    # Loop devices over files of ours (the fuse-loop attach method).
-    for d in $(losetup -a 2>/dev/null | grep -F "$T/" | cut -d: -f1); do losetup -d "$d" 2>/dev/null || true; done
     # The daemons the plugins started (cairn mount, attach daemons): every daemonPID recorded.
     for p in $(grep -rhoE '"daemonPID" *: *[0-9]+' "$T"/csi-* 2>/dev/null | grep -oE '[0-9]+$'); do
         kill -TERM "$p" 2>/dev/null || true
