@@ -113,21 +113,7 @@ struct AttachmentStore {
     /// Written under a temporary name, synced, then renamed: a crash leaves the old
     /// record or the new one.
     func save(_ a: Attachment) throws {
-        try FileManager.default.createDirectory(atPath: volumeDirectory(a.volume), withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = [UInt8](try encoder.encode(a))
-        let path = recordPath(a.volume)
-        let temp = path + ".tmp"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        guard fd >= 0 else { throw CairnError.io("cannot create \(temp): \(String(cString: strerror(errno)))") }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd)
-        close(fd)
-        guard written == data.count, synced == 0, rename(temp, path) == 0 else {
-            unlink(temp)
-            throw CairnError.io("cannot write \(path): \(String(cString: strerror(errno)))")
-        }
+        try AtomicFile.writeJSON(a, to: recordPath(a.volume))
     }
 
     func remove(_ volume: String) throws {

@@ -26,21 +26,7 @@ public struct ClientConfig: Codable, Sendable, Equatable {
     /// Writes the file readable by its owner only (it holds the secret): created 0600 under
     /// a temporary name, synced, then renamed over the old one.
     public func save(path: String = defaultPath) throws {
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = [UInt8](try encoder.encode(self))
-        let temp = path + ".tmp-\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        guard fd >= 0 else { throw CairnError.io("cannot create \(temp): \(String(cString: strerror(errno)))") }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd)
-        close(fd)
-        guard written == data.count, synced == 0, rename(temp, path) == 0 else {
-            unlink(temp)
-            throw CairnError.io("cannot write \(path): \(String(cString: strerror(errno)))")
-        }
+        try AtomicFile.writeJSON(self, to: path)
     }
 
     /// Resolves the manager address and secret from flags, environment and file.

@@ -67,14 +67,7 @@ public final class BlockFileHandler: @unchecked Sendable {
     }
 
     func run(_ req: fuse_req_t?, _ body: @escaping @Sendable (Request) async throws -> Void) {
-        let r = Request(raw: req!)
-        Task {
-            do {
-                try await body(r)
-            } catch {
-                fuse_reply_err(r.raw, FuseHandler.errno(of: error))
-            }
-        }
+        runReplying(req, body)
     }
 
     func stat(_ ino: UInt64) -> stat? {

@@ -10,6 +10,18 @@ import CairnFS
 import CFuse3
 import Foundation
 
+/// Runs `body` in a Task; a thrown error becomes the reply (every handler's callbacks).
+func runReplying(_ req: fuse_req_t?, _ body: @escaping @Sendable (Request) async throws -> Void) {
+    let r = Request(raw: req!)
+    Task {
+        do {
+            try await body(r)
+        } catch {
+            fuse_reply_err(r.raw, FuseHandler.errno(of: error))
+        }
+    }
+}
+
 /// A libfuse request handle carried into a Task.
 struct Request: @unchecked Sendable {
     let raw: fuse_req_t
@@ -46,16 +58,8 @@ public final class FuseHandler: @unchecked Sendable {
         Unmanaged<FuseHandler>.fromOpaque(fuse_req_userdata(req!)!).takeUnretainedValue()
     }
 
-    /// Runs `body` in a Task; a thrown error becomes the reply.
     func run(_ req: fuse_req_t?, _ body: @escaping @Sendable (Request) async throws -> Void) {
-        let r = Request(raw: req!)
-        Task {
-            do {
-                try await body(r)
-            } catch {
-                fuse_reply_err(r.raw, Self.errno(of: error))
-            }
-        }
+        runReplying(req, body)
     }
 
     static func errno(of error: Error) -> Int32 {
