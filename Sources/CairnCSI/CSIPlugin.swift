@@ -86,7 +86,33 @@ extension CSIPlugin {
                 nbdAddress: config.nbdAddress, iscsiPortal: config.iscsiPortal))
             services.append(NodeService(core: NodeCore(options: options, system: LinuxNodeSystem(), attacher: attacher), logger: logger))
         }
+        if config.node {
+            let registration = CSINodeRecord(nodeID: config.nodeID, zone: config.zone)
+            // Once before serving (so a publish right after the socket appears finds the
+            // node), then in the background while the manager is unreachable.
+            let nodes = CSINodes(store: backend.records)
+            if (try? await nodes.register(registration)) == nil {
+                Task { await register(registration, in: nodes, logger: logger) }
+            }
+        }
         try await serve(socket: socket, services: services, logger: logger, stop: stop)
+    }
+
+    /// Registers the node id with the cluster, retrying every second while the manager is
+    /// unreachable (ControllerPublishVolume answers NOT_FOUND for a node id never registered).
+    static func register(_ record: CSINodeRecord, in nodes: CSINodes, logger: Logger) async {
+        var reported = false
+        while !Task.isCancelled {
+            do {
+                try await nodes.register(record)
+                logger.info("node registered", metadata: ["node-id": "\(record.nodeID)"])
+                return
+            } catch {
+                if !reported { logger.warning("cannot register the node yet; retrying every second: \(error)") }
+                reported = true
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        }
     }
 
     /// This process's executable (to start `cairn mount` daemons with the same binary).

@@ -65,6 +65,32 @@ public struct CSIVolumeRecord: Codable, Sendable, Equatable {
     public var publications: [String: Publication]
 }
 
+/// A node plugin's registration (/csi/nodes/ID): written when a plugin with --node
+/// starts, so the controller can tell an unknown node id (NOT_FOUND) from a known one.
+public struct CSINodeRecord: Codable, Sendable, Equatable {
+    public var nodeID: String
+    public var zone: String?
+    public init(nodeID: String, zone: String?) { self.nodeID = nodeID; self.zone = zone }
+}
+
+/// The node registrations, over any MetaStore.
+public struct CSINodes: Sendable {
+    let store: MetaStore
+    public init(store: MetaStore) { self.store = store }
+    static let nodesPrefix = MetaWire.csiPrefix + "nodes/"
+    static func key(_ node: String) -> String { nodesPrefix + node }
+
+    /// Writes (or rewrites, when the zone changed) the node's record.
+    public func register(_ record: CSINodeRecord) async throws {
+        if let (old, _) = try await get(record.nodeID), old == record { return }
+        _ = try await store.txn(compare: [], success: [try store.putJSON(Self.key(record.nodeID), record)], failure: [])
+    }
+
+    public func get(_ node: String) async throws -> (CSINodeRecord, Int64)? {
+        try await store.getJSON(Self.key(node), as: CSINodeRecord.self)
+    }
+}
+
 /// The records, over any MetaStore; every change is a compare-and-swap on the key.
 struct CSIRecords: Sendable {
     let store: MetaStore

@@ -148,6 +148,9 @@ public struct ControllerCore: Sendable {
         guard !req.nodeID.isEmpty else { throw CSIError.invalid("node_id is missing") }
         guard req.hasVolumeCapability else { throw CSIError.invalid("volume_capability is missing") }
         let (record, _) = try await managed(req.volumeID)
+        guard try await CSINodes(store: backend.records).get(req.nodeID) != nil else {
+            throw CSIError.notFound("no node '\(req.nodeID)': a node plugin (cairn csi --node) registers its id when it starts")
+        }
         let access = try req.volumeCapability.access(for: record.parameters.kind).get()
         let mode = req.volumeCapability.accessMode.mode
         let wanted = Publication(readOnly: req.readonly || mode.isReadOnly, accessMode: mode.rawValue, access: access)

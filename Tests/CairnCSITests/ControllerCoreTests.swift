@@ -129,8 +129,15 @@ final class ControllerCoreTests: XCTestCase {
         XCTAssertEqual(backend.volumes["shared"]?.kind, .filesystem)
     }
 
+    /// Registers node ids as their node plugins would at start.
+    func register(_ backend: FakeBackend, _ nodes: [String]) async throws {
+        for n in nodes { try await CSINodes(store: backend.records).register(CSINodeRecord(nodeID: n, zone: nil)) }
+    }
+
     func testPublishRefusesASecondNodeForSingleNodeModes() async throws {
-        let core = ControllerCore(backend: FakeBackend())
+        let backend = FakeBackend()
+        let core = ControllerCore(backend: backend)
+        try await register(backend, ["a", "b"])
         _ = try await create(core, "rwo")
         func publish(_ node: String, _ mode: Csi_V1_VolumeCapability.AccessMode.Mode = .singleNodeWriter) async throws
             -> Csi_V1_ControllerPublishVolumeResponse {
@@ -147,10 +154,22 @@ final class ControllerCoreTests: XCTestCase {
         await assertCode(.notFound) {
             try await core.publish(.with { $0.volumeID = "nope"; $0.nodeID = "a"; $0.volumeCapability = mountCap(.singleNodeWriter) })
         }
+        // A node id no node plugin registered is NOT_FOUND, and records nothing.
+        _ = try await core.unpublish(.with { $0.volumeID = "rwo"; $0.nodeID = "b" })
+        await assertCode(.notFound) {
+            try await core.publish(.with { $0.volumeID = "rwo"; $0.nodeID = "ghost"; $0.volumeCapability = mountCap(.singleNodeWriter) })
+        }
+        let after = try await core.getVolume(.with { $0.volumeID = "rwo" })
+        XCTAssertEqual(after.status.publishedNodeIds, [])
+        // Registering again (a restarted plugin) keeps the record.
+        try await register(backend, ["a"])
+        _ = try await publish("a")
     }
 
     func testMultiWriterFilesystemPublishesOnManyNodes() async throws {
-        let core = ControllerCore(backend: FakeBackend())
+        let backend = FakeBackend()
+        let core = ControllerCore(backend: backend)
+        try await register(backend, ["a", "b", "c"])
         _ = try await create(core, "rwx", caps: [mountCap(.multiNodeMultiWriter)])
         for n in ["a", "b", "c"] {
             _ = try await core.publish(.with { $0.volumeID = "rwx"; $0.nodeID = n; $0.volumeCapability = mountCap(.multiNodeMultiWriter) })

@@ -11,6 +11,9 @@ start_cluster 3
 
 log "identity: plugin info, capabilities, probe"
 start_plugin ctl controller-0 --controller
+# Node plugins register their ids when they start; the controller knows no others.
+start_plugin na node-a --node --zone z1
+start_plugin nb node-b --node --zone z2
 info=$(csi ctl Identity.GetPluginInfo)
 [ "$(json_get "$info" 'a["name"]')" = cairn.csi.io ] || fail "plugin name: $info"
 caps=$(csi ctl Identity.GetPluginCapabilities)
@@ -42,8 +45,9 @@ csi_expect INVALID_ARGUMENT ctl Controller.CreateVolume '{"name":"x","volume_cap
 csi_expect OUT_OF_RANGE ctl Controller.CreateVolume '{"name":"x","capacity_range":{"required_bytes":"999999999999999999"},"volume_capabilities":['"$CAP_RWO_EXT4"']}'
 csi_expect OUT_OF_RANGE ctl Controller.CreateVolume '{"name":"x","capacity_range":{"required_bytes":"10000000","limit_bytes":"9999999"},"volume_capabilities":['"$CAP_RWO_EXT4"']}'
 csi_expect NOT_FOUND ctl Controller.ControllerGetVolume '{"volume_id":"no-such-volume"}'
-csi_expect NOT_FOUND ctl Controller.ControllerPublishVolume '{"volume_id":"no-such-volume","node_id":"n1","volume_capability":'"$CAP_RWX"'}'
-csi_expect INVALID_ARGUMENT ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwx","node_id":"n1"}'
+csi_expect NOT_FOUND ctl Controller.ControllerPublishVolume '{"volume_id":"no-such-volume","node_id":"node-a","volume_capability":'"$CAP_RWX"'}'
+csi_expect NOT_FOUND ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwx","node_id":"no-such-node","volume_capability":'"$CAP_RWX"'}'
+csi_expect INVALID_ARGUMENT ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwx","node_id":"node-a"}'
 csi_expect NOT_FOUND ctl Controller.ValidateVolumeCapabilities '{"volume_id":"no-such-volume","volume_capabilities":['"$CAP_RWX"']}'
 csi_expect INVALID_ARGUMENT ctl Controller.ControllerExpandVolume '{"volume_id":"pvc-rwx"}'
 csi_expect ABORTED ctl Controller.ListVolumes '{"starting_token":"not-a-token"}'
@@ -55,16 +59,16 @@ grep -q confirmed <<< "$val" || fail "RWX not confirmed: $val"
 
 log "controller: single-node publish on a second node is FAILED_PRECONDITION; paging; capacity"
 csi ctl Controller.CreateVolume '{"name":"pvc-rwo","capacity_range":{"required_bytes":"67108864"},"volume_capabilities":['"$CAP_RWO_EXT4"'],"parameters":{"replicas":"2"}}' >/dev/null
-csi ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"n1","volume_capability":'"$CAP_RWO_EXT4"'}' >/dev/null
-csi ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"n1","volume_capability":'"$CAP_RWO_EXT4"'}' >/dev/null
-csi_expect FAILED_PRECONDITION ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"n2","volume_capability":'"$CAP_RWO_EXT4"'}'
+csi ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"node-a","volume_capability":'"$CAP_RWO_EXT4"'}' >/dev/null
+csi ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"node-a","volume_capability":'"$CAP_RWO_EXT4"'}' >/dev/null
+csi_expect FAILED_PRECONDITION ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"node-b","volume_capability":'"$CAP_RWO_EXT4"'}'
 csi_expect FAILED_PRECONDITION ctl Controller.DeleteVolume '{"volume_id":"pvc-rwo"}'
 got=$(csi ctl Controller.ControllerGetVolume '{"volume_id":"pvc-rwo"}')
-[ "$(json_get "$got" 'a["status"]["published_node_ids"]')" = "['n1']" ] || fail "published nodes: $got"
-csi ctl Controller.ControllerUnpublishVolume '{"volume_id":"pvc-rwo","node_id":"n1"}' >/dev/null
-csi ctl Controller.ControllerUnpublishVolume '{"volume_id":"pvc-rwo","node_id":"n1"}' >/dev/null
-csi ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"n2","volume_capability":'"$CAP_RWO_EXT4"'}' >/dev/null
-csi ctl Controller.ControllerUnpublishVolume '{"volume_id":"pvc-rwo","node_id":"n2"}' >/dev/null
+[ "$(json_get "$got" 'a["status"]["published_node_ids"]')" = "['node-a']" ] || fail "published nodes: $got"
+csi ctl Controller.ControllerUnpublishVolume '{"volume_id":"pvc-rwo","node_id":"node-a"}' >/dev/null
+csi ctl Controller.ControllerUnpublishVolume '{"volume_id":"pvc-rwo","node_id":"node-a"}' >/dev/null
+csi ctl Controller.ControllerPublishVolume '{"volume_id":"pvc-rwo","node_id":"node-b","volume_capability":'"$CAP_RWO_EXT4"'}' >/dev/null
+csi ctl Controller.ControllerUnpublishVolume '{"volume_id":"pvc-rwo","node_id":"node-b"}' >/dev/null
 exp=$(csi ctl Controller.ControllerExpandVolume '{"volume_id":"pvc-rwo","capacity_range":{"required_bytes":"134217728"},"volume_capability":'"$CAP_RWO_EXT4"'}')
 [ "$(json_get "$exp" 'a["capacity_bytes"]')" = 134217728 ] || fail "expand answered $exp"
 "$CAIRN" volume list --output json | grep -q '"sizeBytes" : 134217728' || fail "the manager's volume did not grow"
@@ -120,8 +124,6 @@ done
 for v in pvc-src pvc-restored pvc-clone; do csi ctl Controller.DeleteVolume '{"volume_id":"'$v'"}' >/dev/null; done
 
 log "node: RWX on two node ids (two plugin processes), a file crosses between them"
-start_plugin na node-a --node --zone z1
-start_plugin nb node-b --node --zone z2
 ni=$(csi na Node.NodeGetInfo)
 [ "$(json_get "$ni" 'a["node_id"]')" = node-a ] || fail "node info: $ni"
 [ "$(json_get "$ni" 'a["accessible_topology"]["segments"]["topology.cairn.io/zone"]')" = z1 ] || fail "node topology: $ni"
