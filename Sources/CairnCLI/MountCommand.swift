@@ -112,8 +112,9 @@ struct MountCommand: AsyncParsableCommand {
         return FSTime(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
     }
 
-    /// The heartbeat of this mount's session record, and the sweep that ends dead
-    /// mounts' sessions (their locks and orphans), until cancelled.
+    /// The heartbeat of this mount's session record, the sweep that ends dead mounts'
+    /// sessions (their locks and holds), and the removal of orphans nobody holds, until
+    /// cancelled.
     static func keepSession(_ fs: FileSystem) async {
         let clock = ContinuousClock()
         let start = clock.now
@@ -127,6 +128,7 @@ struct MountCommand: AsyncParsableCommand {
                 for id in try await fs.sweepDeadMounts(monotonicNow: nanos) {
                     FileHandle.standardError.write(Data("cairn: mount \(id) stopped beating: its locks and open-unlinked files were released\n".utf8))
                 }
+                try await fs.collectOrphans()
             } catch {
                 FileHandle.standardError.write(Data("cairn: mount session heartbeat: \(error)\n".utf8))
             }

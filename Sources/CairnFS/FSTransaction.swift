@@ -11,6 +11,8 @@ final class FSTransaction {
     private var values: [String: [UInt8]?] = [:]
     private var writes: [String: TxnOp] = [:]
     private var order: [String] = []
+    /// The body relied on FileSystem.sessionView (see FileSystem.transact).
+    var usedSessionView = false
 
     init(store: MetaStore) { self.store = store }
 
@@ -81,6 +83,8 @@ struct FSKeys: Sendable {
     /// One mount's session record (MountSessions.swift).
     func mount(_ id: String) -> String { mounts + id }
     var mounts: String { prefix + "m/" }
+    /// Counts mount starts: an unlink that found itself the only mount compares it.
+    var mountStarts: String { prefix + "mount-starts" }
 
     static func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)

@@ -47,7 +47,11 @@ public final class FileSystem: @unchecked Sendable {
     private let reserved = Locked<(next: UInt64, end: UInt64)>((0, 0))
     /// Open handles of this mount by inode: an inode whose last name goes while it is
     /// open here stays (nlink 0, listed under o/) until its last release.
-    private let openHandles = Locked<[InodeNumber: Int]>([:])
+    let openHandles = Locked<[InodeNumber: Int]>([:])
+    /// Whether this mount was the filesystem's only mount when last looked (OpenHandles.swift).
+    let sessionView = Locked<SessionView?>(nil)
+    /// Orphans (o/<ino>) this mount has open: its last release tries to remove them.
+    let heldOrphans = Locked<Set<InodeNumber>>([])
     /// This mount's id: owner of its locks, orphans and session record.
     public let mountID: String
     /// Locks this mount may hold (Locks.swift).
@@ -78,6 +82,8 @@ public final class FileSystem: @unchecked Sendable {
             let t = FSTransaction(store: store)
             let r = try await body(t)
             if try await t.commit() { return r }
+            // A lost race may mean another mount started: look again before trusting the view.
+            if t.usedSessionView { sessionView.withLock { $0 = nil } }
         }
         throw FSError.io("a metadata transaction lost the race \(Self.attemptsMax) times")
     }
@@ -208,6 +214,7 @@ public final class FileSystem: @unchecked Sendable {
         return try await transact { t in
             var node = try await inode(t, ino)
             guard !node.isDirectory else { throw FSError.notPermitted("hard links to directories are not allowed") }
+            guard node.nlink > 0 else { throw FSError.noEntry("inode \(ino) has no names left") }
             var dir = try await directory(t, parent)
             guard try await t.get(keys.entry(parent, name)) == nil else { throw FSError.exists("'\(name)' exists") }
             guard node.nlink < UInt32.max else { throw FSError.tooManyLinks("inode \(ino) has too many links") }
@@ -234,6 +241,7 @@ public final class FileSystem: @unchecked Sendable {
     /// unlink (`directory` false) or rmdir (true) of one name.
     func removeName(_ parent: InodeNumber, _ name: String, directory wantDirectory: Bool) async throws {
         try Self.validate(name)
+        try await ensureSessionView()
         try await transact { t in
             var dir = try await directory(t, parent)
             let entry = try await entry(t, parent, name)
@@ -253,20 +261,22 @@ public final class FileSystem: @unchecked Sendable {
         }
     }
 
-    /// One name of `node` is gone: the inode goes with its last link, unless this mount
-    /// has it open; then it stays, orphaned, until the last release.
+    /// One name of `node` is gone. With its last link the inode goes at once only when
+    /// no mount can have it open (this one does not, and it is the only mount); otherwise
+    /// it stays, orphaned, until no mount holds it (OpenHandles.swift).
     func dropLink(_ t: FSTransaction, _ node: Inode) throws {
         var node = node
         node.nlink -= 1
         node.ctime = now()
         if node.nlink > 0 {
             try t.put(keys.inode(node.ino), node)
-        } else if openHandles.withLock({ $0[node.ino, default: 0] > 0 }) {
-            try t.put(keys.inode(node.ino), node)
-            try t.put(keys.orphan(node.ino), OrphanRecord(ino: node.ino, mount: mountID))
-        } else {
+        } else if mayDeleteAtOnce(t, node.ino) {
             // The data slices become garbage for the collector (docs/ARCHITECTURE.md).
             t.delete(keys.inode(node.ino))
+        } else {
+            try t.put(keys.inode(node.ino), node)
+            try t.put(keys.orphan(node.ino), OrphanRecord(ino: node.ino, mount: mountID))
+            if openHandles.withLock({ $0[node.ino, default: 0] > 0 }) { heldOrphans.withLock { _ = $0.insert(node.ino) } }
         }
     }
 
@@ -296,12 +306,8 @@ public final class FileSystem: @unchecked Sendable {
             h[ino] = n - 1
             return false
         }
-        guard last else { return }
-        try await transact { t in
-            guard let node = try await t.getJSON(keys.inode(ino), as: Inode.self), node.nlink == 0 else { return }
-            t.delete(keys.inode(ino))
-            t.delete(keys.orphan(ino))
-        }
+        guard last, heldOrphans.withLock({ $0.contains(ino) }) else { return }
+        try await collectOrphans(only: ino)
     }
 
     /// The directory has no entries. Its inode was read through the transaction, and
@@ -320,6 +326,7 @@ public final class FileSystem: @unchecked Sendable {
         guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else {
             throw FSError.invalid("RENAME_NOREPLACE and RENAME_EXCHANGE together")
         }
+        try await ensureSessionView()
         try await transact { t in
             _ = try await directory(t, parent)
             _ = try await directory(t, newParent)

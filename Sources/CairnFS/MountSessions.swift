@@ -5,8 +5,8 @@
 // dead mount (killed, or cut off from the store). No clocks are compared across hosts.
 //
 // Ending a mount, cleanly (endSession) or by another mount's sweep (a dead one), drops
-// its locks, removes the inodes it kept open after their last name (orphans), and then
-// its session record; the sweep's final delete compares the record's revision, so a
+// its locks and then its session record, which ends its holds on orphans (the inodes
+// kept open after their last name: OpenHandles.swift); the sweep's final delete compares the record's revision, so a
 // mount that was only slow and beats again is not removed. Such a mount's heartbeat
 // finds its record gone, says so, and writes it again (its locks are lost: logged).
 import CairnCore
@@ -20,12 +20,17 @@ public struct MountRecord: Codable, Sendable, Equatable {
     public var dataVolume: String
     public var started: FSTime
     public var beat: UInt64
+    /// The store revision up to which this mount has looked at the orphans (o/*), and
+    /// those of them it has open (OpenHandles.swift). Optional: older records lack them.
+    public var orphansCheckedAt: Int64?
+    public var holding: [InodeNumber]?
     public init(host: String, pid: Int32, dataVolume: String, started: FSTime, beat: UInt64 = 0) {
         self.host = host; self.pid = pid; self.dataVolume = dataVolume; self.started = started; self.beat = beat
     }
 }
 
-/// An inode kept without names because a mount has it open (o/<ino>).
+/// An inode kept without names because a mount may have it open (o/<ino>); `mount`
+/// is the mount that removed its last name (for people reading the store).
 struct OrphanRecord: Codable, Equatable {
     var ino: InodeNumber
     var mount: String
@@ -38,7 +43,12 @@ extension FileSystem {
 
     /// Writes this mount's session record (at mount).
     public func startSession(_ record: MountRecord) async throws {
-        try await transact { t in try t.put(keys.mount(mountID), record) }
+        var record = record
+        try await noteOrphans(&record)
+        try await transact { t in
+            try await countMountStart(t)
+            try t.put(keys.mount(mountID), record)
+        }
         session.withLock { $0 = record }
     }
 
@@ -48,8 +58,10 @@ extension FileSystem {
     public func heartbeat() async throws -> Bool {
         guard var record = session.withLock({ $0 }) else { return true }
         record.beat += 1
+        try await noteOrphans(&record)
         let existed = try await transact { t -> Bool in
             let had = try await t.get(keys.mount(mountID)) != nil
+            if !had { try await countMountStart(t) }
             try t.put(keys.mount(mountID), record)
             return had
         }
@@ -69,7 +81,9 @@ extension FileSystem {
     @discardableResult
     public func sweepDeadMounts(monotonicNow: UInt64, deadAfter: Duration = FileSystem.deadAfter) async throws -> [String] {
         let limit = UInt64(deadAfter.components.seconds) * 1_000_000_000 + UInt64(deadAfter.components.attoseconds / 1_000_000_000)
+        let starts = try await store.get(keys.mountStarts)  // before the records: see noteSessions
         let records = try await store.rangeAll(prefix: keys.mounts)
+        noteSessions(records, startsRevision: starts?.modRevision ?? 0)
         var dead: [(String, Int64)] = []
         sessionsSeen.withLock { seen in
             var present: [String: (revision: Int64, since: UInt64)] = [:]
@@ -89,23 +103,16 @@ extension FileSystem {
         for (id, revision) in dead where try await removeMount(id, ifRevision: revision) {
             removed.append(id)
         }
+        // The dead mounts' holds on orphans went with their records.
+        if !removed.isEmpty { try await collectOrphans() }
         return removed
     }
 
-    /// Drops a mount's locks and orphans, then its record (only if still at `ifRevision`,
-    /// when given). Returns whether the record went.
+    /// Drops a mount's locks, then its record (only if still at `ifRevision`, when
+    /// given), which ends its holds on orphans. Returns whether the record went.
     @discardableResult
     func removeMount(_ id: String, ifRevision: Int64?) async throws -> Bool {
         try await removeAllLocks(of: id)
-        for kv in try await store.rangeAll(prefix: keys.orphans) {
-            guard let o = try? JSONDecoder().decode(OrphanRecord.self, from: Data(kv.value)), o.mount == id else { continue }
-            try await transact { t in
-                if let node = try await t.getJSON(keys.inode(o.ino), as: Inode.self), node.nlink == 0 {
-                    t.delete(keys.inode(o.ino))
-                }
-                t.delete(keys.orphan(o.ino))
-            }
-        }
         let key = keys.mount(id)
         let compare = ifRevision.map { [TxnCompare.modRevision(key: key, equals: $0)] } ?? []
         return try await store.txn(compare: compare, success: [.delete(key: key)], failure: []).succeeded

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two mounts of one filesystem in separate processes: close-to-open visibility, rename
 # and unlink seen from the other mount, concurrent writers to different files and to
-# different ranges of one file; an open file outlives its last name; POSIX and flock
+# different ranges of one file; an open file outlives its last name, also when the name
+# goes on the other mount (and goes with the last close); POSIX and flock
 # locks hold across the mounts, and a killed mount's locks are released; a killed
 # daemon's stale mount is cleaned by the next mount; SIGTERM unmounts.
 source "$(dirname "$0")/lib.sh"
@@ -70,6 +71,33 @@ assert os.pread(fd, 100000, 0) == b"x" * 50000 + b"y" * 10 + b"x" * 49990
 assert os.fstat(fd).st_nlink == 0
 os.close(fd)
 PY
+
+log "a file open on mount a outlives its unlink on mount b, and goes after a's close"
+ino=$(/usr/bin/python3 - "$T/a/held" "$T/b/held" "$T/a/held-closed" <<'PY'
+import os, sys, time
+a, b, signal = sys.argv[1], sys.argv[2], sys.argv[3]
+fd = os.open(a, os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"x" * 100000)
+os.fsync(fd)
+ino = os.fstat(fd).st_ino
+os.unlink(b)  # through mount b's daemon
+assert not os.path.exists(a) and not os.path.exists(b)
+time.sleep(3)  # a heartbeat of each mount passes: the orphan must survive it
+os.pwrite(fd, b"y" * 10, 50000)
+os.fsync(fd)
+assert os.pread(fd, 100000, 0) == b"x" * 50000 + b"y" * 10 + b"x" * 49990
+assert os.fstat(fd).st_nlink == 0
+os.close(fd)
+print("%016x" % ino)
+PY
+) || fail "the open file did not survive its unlink on the other mount"
+inode_gone() {  # the manager answers, without a value for the key
+    local answer
+    answer=$(curl -sSf -X POST -H "Authorization: Bearer $(secret)" -d "{\"key\":\"/fs/home/i/$ino\"}" \
+        "$(manager_url)/v1/fs/home/meta/get") || return 1
+    [ -n "$answer" ] && ! grep -q '"value"' <<< "$answer"
+}
+wait_for "the unlinked inode $ino to go after its last close" 30 inode_gone
 
 log "POSIX and flock locks taken on one mount block the other"
 /usr/bin/python3 "$(dirname "$0")/fs_locks.py" "$T/a" "$T/b" || fail "locks across mounts"
