@@ -28,6 +28,37 @@ public struct ChunkKey: Hashable, Sendable, CustomStringConvertible {
 /// One block handed to `putBlocks`: `data` is nil for holes.
 public typealias BlockCopy = (index: Int, entry: BlockEntry, data: [UInt8]?)
 
+/// The bytes of one write, held without copying for as long as this object lives: either
+/// borrowed from an owner that keeps them alive and unchanged (a network buffer's storage),
+/// or a private copy. The disk store journals and applies them straight from here.
+public final class ChunkPayload: @unchecked Sendable {
+    public let bytes: UnsafeRawBufferPointer
+    /// Keeps borrowed bytes alive; nil when `bytes` is our own allocation.
+    private let owner: AnyObject?
+
+    /// Borrows `bytes`; the caller promises that `owner` keeps them alive and that nobody
+    /// changes them while `owner` is referenced (true for a NIO ByteBuffer's storage: a
+    /// writer holding another reference to it copies first).
+    public init(borrowing bytes: UnsafeRawBufferPointer, owner: AnyObject) {
+        self.bytes = bytes
+        self.owner = owner
+    }
+
+    /// A private copy of `data`.
+    public init(copying data: [UInt8]) {
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: data.count, alignment: 16)
+        data.withUnsafeBytes { if $0.count > 0 { copy.copyMemory(from: $0) } }
+        bytes = UnsafeRawBufferPointer(copy)
+        owner = nil
+    }
+
+    deinit {
+        if owner == nil { bytes.deallocate() }
+    }
+
+    public var count: Int { bytes.count }
+}
+
 /// The interface every backend (real disk, in-memory simulation, fault wrapper) implements.
 public protocol ChunkBackend: AnyObject, Sendable {
     /// Bytes per chunk, a multiple of `blockSize`.
@@ -35,6 +66,9 @@ public protocol ChunkBackend: AnyObject, Sendable {
     /// Durable when it returns. `offset`/`data.count` may be unaligned: partial blocks are
     /// merged with read-modify-write. Touched blocks get `version` (no max with the old one).
     func write(_ key: ChunkKey, offset: Int, data: [UInt8], version: BlockVersion) async throws
+    /// The same as `write(_:offset:data:version:)`, for bytes the caller holds in a
+    /// `ChunkPayload`: the disk store writes them without a user-space copy.
+    func write(_ key: ChunkKey, offset: Int, payload: ChunkPayload, version: BlockVersion) async throws
     /// Fully covered blocks become holes, partially covered bytes are zeroed. Durable when
     /// it returns. Touched blocks get `version`.
     func trim(_ key: ChunkKey, offset: Int, length: Int, version: BlockVersion) async throws
@@ -71,6 +105,11 @@ public protocol ChunkBackend: AnyObject, Sendable {
 }
 
 extension ChunkBackend {
+    /// Backends without a zero-copy path (the in-memory simulation) take an array copy.
+    public func write(_ key: ChunkKey, offset: Int, payload: ChunkPayload, version: BlockVersion) async throws {
+        try await write(key, offset: offset, data: [UInt8](payload.bytes), version: version)
+    }
+
     /// Repair copy with the plain version rule: stored version <= given version.
     public func putBlocks(_ key: ChunkKey, blocks: [BlockCopy]) async throws -> Int {
         try await putBlocks(key, blocks: blocks, overwriteBelow: 0)

@@ -74,37 +74,48 @@ struct BlockSpan {
 }
 
 enum ChunkOps {
-    /// Writes `data` at `offset`. Partially covered blocks are merged with their old
-    /// contents. When `verifyOld` is set and an old partial block fails its CRC, the merged
-    /// block keeps failing (its stored CRC is the complement of the real one): a merge must
-    /// not bless corrupt bytes. Replay passes false, because after a crash a block's table
-    /// entry and data may come from different moments until replay has finished.
+    /// Writes `data` at `offset`. Whole blocks are written (and checksummed) straight from
+    /// `data`; only a partially covered head or tail block is merged with its old contents
+    /// in a one-block buffer. When `verifyOld` is set and an old partial block fails its CRC,
+    /// the merged block keeps failing (its stored CRC is the complement of the real one): a
+    /// merge must not bless corrupt bytes. Replay passes false, because after a crash a
+    /// block's table entry and data may come from different moments until replay has finished.
     static func write(_ medium: ChunkMedium, offset: Int, data: UnsafeRawBufferPointer,
                       version: BlockVersion, verifyOld: Bool) throws {
         guard data.count > 0 else { return }
         let span = BlockSpan(offset: offset, length: data.count)
-        let end = span.head + data.count
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: span.bytes, alignment: blockSize)
-        defer { buffer.deallocate() }
-        // Only partially covered blocks need their old entry and contents.
-        var poisoned = [Bool](repeating: false, count: span.count)
-        if span.head != 0 {
-            let old = try medium.readEntries(first: span.first, count: 1)[0]
-            poisoned[0] = try loadOld(medium, span.first, old, into: buffer, at: 0, verify: verifyOld)
-        }
-        if end % blockSize != 0 && (span.count > 1 || span.head == 0) {
-            let last = span.count - 1
-            let old = try medium.readEntries(first: span.first + last, count: 1)[0]
-            poisoned[last] = try loadOld(medium, span.first + last, old, into: buffer,
-                                         at: last * blockSize, verify: verifyOld)
-        }
-        memcpy(buffer.baseAddress! + span.head, data.baseAddress!, data.count)
+        let end = span.head + data.count  // Where the data ends, from the span's first byte.
         var entries = [BlockEntry](repeating: .hole, count: span.count)
-        for i in 0..<span.count {
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: buffer[i * blockSize ..< (i + 1) * blockSize]))
-            entries[i] = BlockEntry(state: .data, crc: poisoned[i] ? ~crc : crc, version: version)
+        // Blocks [wholeFirst, wholeEnd) of the span are fully covered.
+        let wholeFirst = span.head == 0 ? 0 : 1
+        let wholeEnd = end % blockSize == 0 ? span.count : span.count - 1
+        var partial: [Int] = []
+        if wholeFirst == 1 { partial.append(0) }
+        if wholeEnd < span.count && span.count - 1 >= wholeFirst { partial.append(span.count - 1) }
+        if !partial.isEmpty {
+            let block = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: blockSize)
+            defer { block.deallocate() }
+            for i in partial {
+                let old = try medium.readEntries(first: span.first + i, count: 1)[0]
+                let poisoned = try loadOld(medium, span.first + i, old, into: block, at: 0, verify: verifyOld)
+                // The part of block i that `data` covers, in span bytes.
+                let from = max(i * blockSize, span.head), to = min((i + 1) * blockSize, end)
+                memcpy(block.baseAddress! + (from - i * blockSize), data.baseAddress! + (from - span.head), to - from)
+                let crc = CRC32C.checksum(UnsafeRawBufferPointer(block))
+                entries[i] = BlockEntry(state: .data, crc: poisoned ? ~crc : crc, version: version)
+                try medium.writeBlocks(first: span.first + i, from: UnsafeRawBufferPointer(block))
+            }
         }
-        try medium.writeBlocks(first: span.first, from: UnsafeRawBufferPointer(buffer))
+        if wholeEnd > wholeFirst {
+            let start = wholeFirst * blockSize - span.head
+            let whole = UnsafeRawBufferPointer(rebasing: data[start ..< start + (wholeEnd - wholeFirst) * blockSize])
+            for i in wholeFirst..<wholeEnd {
+                let at = (i - wholeFirst) * blockSize
+                let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: whole[at ..< at + blockSize]))
+                entries[i] = BlockEntry(state: .data, crc: crc, version: version)
+            }
+            try medium.writeBlocks(first: span.first + wholeFirst, from: whole)
+        }
         try medium.writeEntries(entries, first: span.first)
     }
 

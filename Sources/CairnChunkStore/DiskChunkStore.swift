@@ -78,7 +78,14 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
     public func write(_ key: ChunkKey, offset: Int, data: [UInt8], version: BlockVersion) async throws {
         try geometry.checkRange(offset: offset, length: data.count)
         guard !data.isEmpty else { return }
-        _ = try await submit(Mutation(key: key, kind: .write(offset: offset, data: data), version: version))
+        try await write(key, offset: offset, payload: ChunkPayload(copying: data), version: version)
+    }
+
+    /// The payload is journaled (pwritev) and applied from where it lies: no user-space copy.
+    public func write(_ key: ChunkKey, offset: Int, payload: ChunkPayload, version: BlockVersion) async throws {
+        try geometry.checkRange(offset: offset, length: payload.count)
+        guard payload.count > 0 else { return }
+        _ = try await submit(Mutation(key: key, kind: .write(offset: offset, data: payload), version: version))
     }
 
     public func trim(_ key: ChunkKey, offset: Int, length: Int, version: BlockVersion) async throws {
@@ -396,12 +403,16 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
 
     private func append(_ record: JournalRecord, _ payload: PayloadSource, to batch: inout CommitBatch) throws {
         let size = record.encodedBytes
-        if batch.records.bytes.count + size > min(journal.bytesFree, Self.batchBytesMax) { try flush(&batch) }
+        if batch.records.byteCount + size > min(journal.bytesFree, Self.batchBytesMax) { try flush(&batch) }
         if size > journal.bytesFree {
             try checkpoint()
             batch = CommitBatch(journal.newBatch())
         }
-        payload.withBytes { batch.records.append(record, payload: $0) }
+        if case .data(let mutation, let range) = payload, case .write(_, let data) = mutation.kind {
+            batch.records.append(record, borrowing: data, range: range)
+        } else {
+            payload.withBytes { batch.records.append(record, payload: $0) }
+        }
         batch.pending.append((record, payload))
         batch.keys.insert(record.key)
     }
@@ -472,7 +483,7 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
 /// A queued mutation and the caller waiting for it.
 final class Mutation: @unchecked Sendable {
     enum Kind {
-        case write(offset: Int, data: [UInt8])
+        case write(offset: Int, data: ChunkPayload)
         case trim(offset: Int, length: Int)
         case put([BlockCopy], overwriteBelow: Epoch)
         case deleteChunk
@@ -508,8 +519,8 @@ final class Mutation: @unchecked Sendable {
     }
 }
 
-/// Where a record's payload lives: in the mutation, so it is never copied but into the
-/// journal buffer.
+/// Where a record's payload lives: in the mutation. Write payloads are never copied (the
+/// journal borrows them); repair blocks are copied into the journal batch.
 enum PayloadSource {
     case none
     case data(Mutation, Range<Int>)
@@ -521,7 +532,7 @@ enum PayloadSource {
             return try body(nil)
         case .data(let mutation, let range):
             guard case .write(_, let data) = mutation.kind else { preconditionFailure("write payload without write") }
-            return try data.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+            return try body(UnsafeRawBufferPointer(rebasing: data.bytes[range]))
         case .block(let mutation, let position):
             guard case .put(let blocks, _) = mutation.kind, let data = blocks[position].data else {
                 preconditionFailure("block payload without block data")

@@ -36,6 +36,11 @@ public final class FaultyChunkBackend: ChunkBackend, @unchecked Sendable {
         try await inner.write(key, offset: offset, data: data, version: version)
     }
 
+    public func write(_ key: ChunkKey, offset: Int, payload: ChunkPayload, version: BlockVersion) async throws {
+        try await fault(write: true, "write \(key)")
+        try await inner.write(key, offset: offset, payload: payload, version: version)
+    }
+
     public func trim(_ key: ChunkKey, offset: Int, length: Int, version: BlockVersion) async throws {
         try await fault(write: true, "trim \(key)")
         try await inner.trim(key, offset: offset, length: length, version: version)

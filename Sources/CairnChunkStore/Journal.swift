@@ -13,8 +13,9 @@
 //   types:  1 write (payload = data), 2 trim, 3 put one block (offset = block index ×
 //           4096; payload = the block for data entries), 4 delete chunk, 5 delete volume.
 //
-// Protocol: the committer thread takes every queued mutation, encodes them into one
-// buffer, writes it with one pwrite and one fdatasync (group commit), then applies them
+// Protocol: the committer thread takes every queued mutation, encodes their headers into
+// one buffer, writes headers and payloads (borrowed where they lie, see JournalBatch) with
+// pwritev and one fdatasync (group commit), then applies them
 // to the chunk files (page cache only) and only then resumes the callers. When the
 // journal is more than half full (and on close) it checkpoints: fdatasync every chunk
 // file and fsync every directory changed since the last checkpoint, then write the header
@@ -154,13 +155,13 @@ final class Journal {
         nextSequence = sequence
     }
 
-    /// Appends encoded records with one pwrite and makes them durable.
+    /// Appends a batch of records (one pwritev where IOV_MAX allows) and makes them durable.
     func append(_ batch: JournalBatch) throws {
-        precondition(batch.bytes.count <= bytesFree, "journal batch larger than the free space")
-        precondition(batch.firstSequence == nextSequence, "journal batch out of sequence")
-        try batch.bytes.withUnsafeBytes { try Sys.pwriteFull(fd, $0, writePosition, path) }
+        precondition(batch.byteCount <= bytesFree, "journal batch larger than the free space")
+        precondition(batch.firstSequence == nextSequence && batch.generation == generation, "journal batch out of sequence")
+        try batch.write(to: fd, at: writePosition, path: path)
         try Sys.fdatasync(fd, path)
-        writePosition += batch.bytes.count
+        writePosition += batch.byteCount
         nextSequence += UInt64(batch.count)
     }
 
@@ -248,11 +249,22 @@ final class Journal {
     }
 }
 
-/// Records encoded into one buffer, written with one pwrite.
+/// Records of one group commit. Headers (and small payloads such as repair blocks) are
+/// encoded into one inline buffer; write payloads are borrowed from their `ChunkPayload`
+/// (kept alive by the batch) and never copied: the batch goes out with pwritev, inline runs
+/// and borrowed payloads alternating, and each record's CRC is computed over the payload
+/// where it lies.
 struct JournalBatch {
     let generation: UInt64
     let firstSequence: UInt64
-    private(set) var bytes: [UInt8] = []
+    /// Encoded headers, inline payloads and padding, in file order between borrowed payloads.
+    private var inline: [UInt8] = []
+    /// Borrowed payloads, each written after `inline[..<inlineEnd]`'s bytes not yet written.
+    private var borrowed: [(inlineEnd: Int, bytes: UnsafeRawBufferPointer)] = []
+    /// Owners of the borrowed bytes, alive until the batch is gone.
+    private var owners: [ChunkPayload] = []
+    /// Encoded size of the batch in the journal.
+    private(set) var byteCount = 0
     private(set) var count = 0
 
     init(generation: UInt64, firstSequence: UInt64) {
@@ -261,13 +273,52 @@ struct JournalBatch {
 
     var isEmpty: Bool { count == 0 }
 
+    /// Appends a record whose payload (if any) is copied into the batch.
     mutating func append(_ record: JournalRecord, payload: UnsafeRawBufferPointer?) {
         precondition((payload?.count ?? 0) == record.payloadLength, "payload length disagrees with its record")
-        let start = bytes.count
-        bytes.append(contentsOf: [UInt8](repeating: 0, count: record.encodedBytes))
+        appendHeader(record, payload: payload)
+        if let payload, payload.count > 0 { inline.append(contentsOf: payload) }
+        finishRecord(record)
+    }
+
+    /// Appends a record whose payload is `range` of `payload`, written from where it lies.
+    mutating func append(_ record: JournalRecord, borrowing payload: ChunkPayload, range: Range<Int>) {
+        precondition(range.count == record.payloadLength && range.count > 0, "payload length disagrees with its record")
+        let bytes = UnsafeRawBufferPointer(rebasing: payload.bytes[range])
+        appendHeader(record, payload: bytes)
+        borrowed.append((inline.count, bytes))
+        owners.append(payload)
+        finishRecord(record)
+    }
+
+    /// Writes the batch at `offset` of `fd` (pwritev; not synced).
+    func write(to fd: Int32, at offset: Int, path: String) throws {
+        try inline.withUnsafeBytes { all in
+            var pieces: [iovec] = []
+            pieces.reserveCapacity(2 * borrowed.count + 1)
+            var start = 0
+            func addInline(_ end: Int) {
+                if end > start {
+                    pieces.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: all.baseAddress! + start), iov_len: end - start))
+                }
+                start = end
+            }
+            for piece in borrowed {
+                addInline(piece.inlineEnd)
+                pieces.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.bytes.baseAddress!), iov_len: piece.bytes.count))
+            }
+            addInline(all.count)
+            try Sys.pwritevFull(fd, &pieces, offset, path)
+        }
+    }
+
+    /// Encodes the 88-byte header (CRC over its first 80 bytes and `payload`) inline.
+    private mutating func appendHeader(_ record: JournalRecord, payload: UnsafeRawBufferPointer?) {
+        let start = inline.count
+        inline.append(contentsOf: repeatElement(0, count: JournalRecord.headerBytes))
         let sequence = firstSequence + UInt64(count)
-        bytes.withUnsafeMutableBytes { all in
-            let b = UnsafeMutableRawBufferPointer(rebasing: all[start ..< start + record.encodedBytes])
+        inline.withUnsafeMutableBytes { all in
+            let b = UnsafeMutableRawBufferPointer(rebasing: all[start ..< start + JournalRecord.headerBytes])
             b.storeBytes(of: JournalRecord.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
             b[4] = record.type.rawValue
             b[5] = record.entryState.rawValue
@@ -281,13 +332,17 @@ struct JournalBatch {
             b.storeBytes(of: UInt64(record.length).littleEndian, toByteOffset: 56, as: UInt64.self)
             b.storeBytes(of: record.version.epoch.littleEndian, toByteOffset: 64, as: UInt64.self)
             b.storeBytes(of: record.version.seq.littleEndian, toByteOffset: 72, as: UInt64.self)
-            if let payload, payload.count > 0 {
-                memcpy(b.baseAddress! + JournalRecord.headerBytes, payload.baseAddress!, payload.count)
-            }
             var crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[0..<80]))
-            crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[88 ..< 88 + record.payloadLength]), seed: crc)
+            if let payload, payload.count > 0 { crc = CRC32C.checksum(payload, seed: crc) }
             b.storeBytes(of: crc.littleEndian, toByteOffset: 80, as: UInt32.self)
         }
+    }
+
+    /// Pads the record to 8 bytes (the padding starts the next inline run).
+    private mutating func finishRecord(_ record: JournalRecord) {
+        let padding = record.encodedBytes - JournalRecord.headerBytes - record.payloadLength
+        if padding > 0 { inline.append(contentsOf: repeatElement(0, count: padding)) }
+        byteCount += record.encodedBytes
         count += 1
     }
 }

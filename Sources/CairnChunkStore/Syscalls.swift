@@ -51,6 +51,38 @@ enum Sys {
         }
     }
 
+    /// Most iovecs one pwritev(2) takes (IOV_MAX on Linux).
+    static let iovecsPerCallMax = 1024
+
+    /// Writes the concatenation of `pieces` at `offset` with as few pwritev calls as
+    /// IOV_MAX and short writes allow. `pieces` is consumed (advanced past what was written).
+    static func pwritevFull(_ fd: Int32, _ pieces: inout [iovec], _ offset: Int, _ path: String) throws {
+        var position = offset
+        var first = 0
+        while first < pieces.count {
+            if pieces[first].iov_len == 0 { first += 1; continue }
+            let count = min(pieces.count - first, iovecsPerCallMax)
+            let n = pieces.withUnsafeBufferPointer { Glibc.pwritev(fd, $0.baseAddress! + first, Int32(count), off_t(position)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw error("pwritev", path)
+            }
+            position += n
+            var left = n
+            while left > 0 {
+                let piece = pieces[first].iov_len
+                if left >= piece {
+                    left -= piece
+                    first += 1
+                } else {
+                    pieces[first].iov_base = pieces[first].iov_base! + left
+                    pieces[first].iov_len -= left
+                    left = 0
+                }
+            }
+        }
+    }
+
     static func fdatasync(_ fd: Int32, _ path: String) throws {
         guard Glibc.fdatasync(fd) == 0 else { throw error("fdatasync", path) }
     }

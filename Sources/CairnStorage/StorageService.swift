@@ -107,8 +107,8 @@ public final class StorageService: DataService, @unchecked Sendable {
             try checkRange(offset, data.readableBytes)
             try admit(a.volume, epoch: a.epoch)
             let key = ChunkKey(volume: a.volume, chunk: a.chunk)
-            let bytes = data.getBytes(at: data.readerIndex, length: data.readableBytes) ?? []
-            try await backend(for: key).write(key, offset: Int(offset), data: bytes, version: BlockVersion(epoch: a.epoch, seq: seq))
+            try await backend(for: key).write(key, offset: Int(offset), payload: Self.payload(data),
+                                              version: BlockVersion(epoch: a.epoch, seq: seq))
             return ByteBuffer()
         case .trim(let a, let seq, let offset, let length):
             try checkRange(offset, Int(length))
@@ -162,6 +162,15 @@ public final class StorageService: DataService, @unchecked Sendable {
             try admit(order.address.volume, epoch: order.address.epoch)
             let copied = try await rebuilder.run(order, service: self)
             return DataResponse.u64(copied)
+        }
+    }
+
+    /// The readable bytes of a request's buffer, borrowed (not copied) for the chunk store:
+    /// the payload keeps the buffer's storage alive, and NIO copies before any writer
+    /// changes storage that is referenced twice.
+    static func payload(_ data: ByteBuffer) -> ChunkPayload {
+        data.withUnsafeReadableBytesWithStorageManagement { bytes, storage in
+            ChunkPayload(borrowing: bytes, owner: storage.takeUnretainedValue())
         }
     }
 

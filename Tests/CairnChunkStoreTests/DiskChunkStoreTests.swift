@@ -40,6 +40,7 @@ final class DiskChunkStoreTests: XCTestCase {
 
     func testRoundTrip() async throws { try await ChunkBackendChecks.roundTrip(try open()) }
     func testTrim() async throws { try await ChunkBackendChecks.trim(try open()) }
+    func testWriteShapes() async throws { try await ChunkBackendChecks.writeShapes(try open()) }
     func testPutBlocksVersionRule() async throws { try await ChunkBackendChecks.putBlocksVersionRule(try open()) }
     func testInventoryAndDelete() async throws {
         let store = try open()
@@ -138,6 +139,32 @@ final class DiskChunkStoreTests: XCTestCase {
         let back = try await reopened.read(key, offset: 0, length: expected.count)
         XCTAssertEqual(back, expected)
         XCTAssertEqual(reopened.inventory(), [key], "a deleted chunk is not resurrected by replay")
+    }
+
+    /// Many concurrent unaligned writes from borrowed payloads (group commits of many
+    /// records, pwritev with more iovecs than one call takes), then a crash that loses the
+    /// chunk files' page cache: replay alone must give back every acknowledged byte.
+    func testBorrowedPayloadBatchesReplayAfterCrash() async throws {
+        let store = try open()
+        let key = ChunkKey(volume: 4, chunk: 0)
+        let writers = 600
+        let stride = 1000  // Unaligned offsets and lengths, so records need padding.
+        let owners = (0..<writers).map { ChunkPayload(copying: pattern(stride - 3, seed: UInt8($0 % 251))) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<writers {
+                group.addTask {
+                    try await store.write(key, offset: i * stride + 1, payload: owners[i], version: v(1, UInt64(i + 1)))
+                }
+            }
+            try await group.waitForAll()
+        }
+        store.simulateCrash()
+        try overwrite(chunkPath(key), at: 0, with: [UInt8](repeating: 0, count: dataOffset + writers * stride + blockSize))
+        let reopened = try open()
+        var expected = [UInt8](repeating: 0, count: writers * stride)
+        for i in 0..<writers { expected.replaceSubrange(i * stride + 1 ..< i * stride + stride - 2, with: [UInt8](owners[i].bytes)) }
+        let back = try await reopened.read(key, offset: 0, length: expected.count)
+        XCTAssertEqual(back, expected)
     }
 
     func testTornJournalTailIsIgnored() async throws {

@@ -7,6 +7,7 @@ final class MemoryChunkBackendTests: XCTestCase {
 
     func testRoundTrip() async throws { try await ChunkBackendChecks.roundTrip(try backend()) }
     func testTrim() async throws { try await ChunkBackendChecks.trim(try backend()) }
+    func testWriteShapes() async throws { try await ChunkBackendChecks.writeShapes(try backend()) }
     func testPutBlocksVersionRule() async throws { try await ChunkBackendChecks.putBlocksVersionRule(try backend()) }
     func testEpochs() throws { try ChunkBackendChecks.epochs(try backend()) }
     func testInventoryAndDelete() async throws { try await ChunkBackendChecks.inventoryAndDelete(try backend()) }

@@ -11,8 +11,15 @@ port_in_use() { ss -Hltn "sport = :$1" | grep -q .; }
 # build_cairn ROOT: `swift build -c release --product cairn` (with --scratch-path
 # $BENCH_SCRATCH if set); sets CAIRN to the binary and COMMIT to what was built (the commit,
 # and whether the working tree differed from it under Sources/).
+# A CAIRN already set to an executable (e.g. a worktree's `-enable-testing` build) is used
+# as it is, without building.
 build_cairn() {
   local root=$1 scratch_args=()
+  if [[ -n "${CAIRN:-}" && -x "${CAIRN:-}" ]]; then
+    log "using CAIRN=$CAIRN (not building)"
+    COMMIT="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    return 0
+  fi
   [[ -n "${BENCH_SCRATCH:-}" ]] && scratch_args=(--scratch-path "$BENCH_SCRATCH")
   log "building cairn (release)"
   (cd "$root" && swift build -c release --product cairn "${scratch_args[@]}" >&2)
@@ -66,7 +73,8 @@ stop_local_cluster() {
 # after the command name because it may contain spaces.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 # Sectors written to device $1 (512-byte units, whatever the device's sector size).
-disk_sectors_written_on() { awk -v d="$1" '$3 == d { n = $10 } END { print n + 0 }' /proc/diskstats; }
+# printf %.0f: past 2^31 sectors awk would print "n + 0" in exponent notation, which bash cannot add.
+disk_sectors_written_on() { awk -v d="$1" '$3 == d { n = $10 } END { printf "%.0f\n", n + 0 }' /proc/diskstats; }
 # fio reads "1MiB" as 10^6 bytes (its unit prefixes are inverted), so it gets plain bytes.
 to_bytes() { case $1 in *KiB) echo $(( ${1%KiB} << 10 )) ;; *MiB) echo $(( ${1%MiB} << 20 )) ;; *) echo "$1" ;; esac; }
 fio_rw() { case $1 in seqwrite) echo write ;; seqread) echo read ;; randwrite) echo randwrite ;; randread) echo randread ;; esac; }
