@@ -25,8 +25,23 @@ final class FSTransaction {
         if let cached = values[key] { return cached }
         let kv = try await store.get(key)
         revisions[key] = kv?.modRevision ?? 0
-        values[key] = kv?.value
+        values.updateValue(kv?.value, forKey: key)  // kept for an absent key too (nil value)
         return kv?.value
+    }
+
+    /// Reads, in one store call (`MetaStore.getMany`), the keys this transaction has not
+    /// read or written yet, recording their revisions as `get` does; the `get`s that follow
+    /// answer from them. An operation that needs several records pays one round trip.
+    func prefetch(_ keys: [String]) async throws {
+        var wanted: [String] = []
+        for k in keys where writes[k] == nil && values.index(forKey: k) == nil && !wanted.contains(k) { wanted.append(k) }
+        guard wanted.count > 1 else { return }
+        let kvs = try await store.getMany(wanted)
+        precondition(kvs.count == wanted.count, "getMany answered \(kvs.count) values for \(wanted.count) keys")
+        for (k, kv) in zip(wanted, kvs) {
+            revisions[k] = kv?.modRevision ?? 0
+            values.updateValue(kv?.value, forKey: k)  // kept for an absent key too (nil value)
+        }
     }
 
     func getJSON<T: Decodable>(_ key: String, as: T.Type) async throws -> T? {

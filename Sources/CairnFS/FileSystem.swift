@@ -54,6 +54,8 @@ public final class FileSystem: @unchecked Sendable {
     let heldOrphans = Locked<Set<InodeNumber>>([])
     /// This mount's id: owner of its locks, orphans and session record.
     public let mountID: String
+    /// Which inode each entry last named here (LookupHints.swift): lookups in one round trip.
+    let lookupHints = LookupHints()
     /// Locks this mount may hold (Locks.swift).
     let heldLocks = Locked<Set<HeldLock>>([])
     /// This mount's session record once started (MountSessions.swift).
@@ -120,11 +122,31 @@ public final class FileSystem: @unchecked Sendable {
     /// The inode as this mount sees it: its buffered writes count in size and mtime.
     public func getattr(_ ino: InodeNumber) async throws -> Inode {
         let b = buffered(ino)
-        var node = try await storedInode(ino)
+        return withBuffered(try await storedInode(ino), b)
+    }
+
+    /// `node` with this mount's buffered writes `b` (taken before the inode was read).
+    func withBuffered(_ node: Inode, _ b: (flushing: Extents?, pending: Extents?, mtime: FSTime?)) -> Inode {
+        var node = node
         let end = max(b.flushing?.end ?? 0, b.pending?.end ?? 0)
         if end > node.size { node.size = end }
         if let m = b.mtime, m.nanoseconds > node.mtime.nanoseconds { node.mtime = m; node.ctime = m }
         return node
+    }
+
+    /// Several inodes as `getattr` sees them (nil for one that is gone), in one store
+    /// call per `MetaLimits.getManyKeysMax` of them.
+    public func getattrs(_ inos: [InodeNumber]) async throws -> [Inode?] {
+        var out: [Inode?] = []
+        for start in stride(from: 0, to: inos.count, by: MetaLimits.getManyKeysMax) {
+            let part = inos[start..<min(inos.count, start + MetaLimits.getManyKeysMax)]
+            let views = part.map { buffered($0) }
+            let kvs = try await store.getMany(part.map { keys.inode($0) })
+            for (kv, view) in zip(kvs, views) {
+                out.append(try kv.map { withBuffered(try Self.decode($0.value, as: Inode.self), view) })
+            }
+        }
+        return out
     }
 
     /// The inode as the store has it.
@@ -135,11 +157,30 @@ public final class FileSystem: @unchecked Sendable {
         return node
     }
 
+    /// The entry's inode. With a hint of which inode the name holds, the entry and that
+    /// inode come in one store call; a wrong or missing hint costs a second call.
     public func lookup(_ parent: InodeNumber, _ name: String) async throws -> Inode {
         try Self.validate(name)
-        guard let (entry, _) = try await store.getJSON(keys.entry(parent, name), as: DirEntry.self) else {
-            throw FSError.noEntry("no entry '\(name)' in directory \(parent)")
+        let entryKey = keys.entry(parent, name)
+        let entry: DirEntry
+        if let hint = lookupHints.inode(of: entryKey) {
+            let b = buffered(hint)
+            let kvs = try await store.getMany([entryKey, keys.inode(hint)])
+            guard let entryKV = kvs[0] else {
+                lookupHints.forget(entryKey)
+                throw FSError.noEntry("no entry '\(name)' in directory \(parent)")
+            }
+            entry = try Self.decode(entryKV.value, as: DirEntry.self)
+            if entry.ino == hint, let inodeKV = kvs[1] {
+                return withBuffered(try Self.decode(inodeKV.value, as: Inode.self), b)
+            }
+        } else {
+            guard let (e, _) = try await store.getJSON(entryKey, as: DirEntry.self) else {
+                throw FSError.noEntry("no entry '\(name)' in directory \(parent)")
+            }
+            entry = e
         }
+        lookupHints.note(entryKey, entry.ino)
         return try await getattr(entry.ino)
     }
 
@@ -189,7 +230,8 @@ public final class FileSystem: @unchecked Sendable {
                          rdev: UInt64 = 0, target: String? = nil) async throws -> Inode {
         try Self.validate(name)
         let ino = try await allocateInode()
-        return try await transact { t in
+        let made: Inode = try await transact { t in
+            try await t.prefetch([keys.inode(parent), keys.entry(parent, name)])
             var dir = try await directory(t, parent)
             guard try await t.get(keys.entry(parent, name)) == nil else { throw FSError.exists("'\(name)' exists") }
             var node = Inode(ino: ino, mode: mode, uid: uid, gid: gid, now: now())
@@ -207,11 +249,14 @@ public final class FileSystem: @unchecked Sendable {
             try t.put(keys.entry(parent, name), DirEntry(ino: ino, type: node.type))
             return node
         }
+        lookupHints.note(keys.entry(parent, name), ino)
+        return made
     }
 
     public func link(_ ino: InodeNumber, _ parent: InodeNumber, _ name: String) async throws -> Inode {
         try Self.validate(name)
         return try await transact { t in
+            try await t.prefetch([keys.inode(ino), keys.inode(parent), keys.entry(parent, name)])
             var node = try await inode(t, ino)
             guard !node.isDirectory else { throw FSError.notPermitted("hard links to directories are not allowed") }
             guard node.nlink > 0 else { throw FSError.noEntry("inode \(ino) has no names left") }
@@ -242,7 +287,9 @@ public final class FileSystem: @unchecked Sendable {
     func removeName(_ parent: InodeNumber, _ name: String, directory wantDirectory: Bool) async throws {
         try Self.validate(name)
         try await ensureSessionView()
+        let entryKey = keys.entry(parent, name)
         try await transact { t in
+            try await t.prefetch([keys.inode(parent), entryKey] + (lookupHints.inode(of: entryKey).map { [keys.inode($0)] } ?? []))
             var dir = try await directory(t, parent)
             let entry = try await entry(t, parent, name)
             let node = try await inode(t, entry.ino)
@@ -328,6 +375,7 @@ public final class FileSystem: @unchecked Sendable {
         }
         try await ensureSessionView()
         try await transact { t in
+            try await t.prefetch([keys.inode(parent), keys.inode(newParent), keys.entry(parent, name), keys.entry(newParent, newName)])
             _ = try await directory(t, parent)
             _ = try await directory(t, newParent)
             let moving = try await entry(t, parent, name)

@@ -36,6 +36,15 @@ public final class RemoteMetaStore: MetaStore, @unchecked Sendable {
         return try a.kv?.decoded()
     }
 
+    public func getMany(_ keys: [String]) async throws -> [KeyValue?] {
+        try MetaValidation.getMany(keys)
+        let a = try await call("getmany", MetaWire.GetManyRequest(keys: keys), as: MetaWire.GetManyAnswer.self)
+        guard a.kvs.count == keys.count else {
+            throw CairnError.protocolError("the manager answered \(a.kvs.count) values for \(keys.count) keys")
+        }
+        return try a.kvs.map { try $0?.decoded() }
+    }
+
     public func range(prefix: String, after: String?, limit: Int) async throws -> RangePage {
         try await call("range", MetaWire.RangeRequest(prefix: prefix, after: after, limit: limit), as: MetaWire.RangeAnswer.self).decoded()
     }

@@ -310,21 +310,16 @@ extension FuseHandler {
     }
 
     /// readdir with each entry's attributes (saves `ls -l` a lookup per name): the
-    /// attributes of the entries that can fit are read concurrently; a name whose inode
-    /// went meanwhile is listed without them.
+    /// attributes of the entries that can fit are read in batches (`FileSystem.getattrs`,
+    /// one store call per 64); a name whose inode went meanwhile is listed without them.
     func readdirplus(_ req: Request, size: Int, offset: off_t, fh: UInt64) async throws {
         guard let entries = listing(fh) else { fuse_reply_err(req.raw, EBADF); return }
         let first = Int(offset)
         // An entry takes at least 152 bytes (fuse_direntplus plus an 8-byte name).
         let last = min(entries.count, first + max(1, size / 152))
         var nodes = [Inode?](repeating: nil, count: max(0, last - first))
-        try await withThrowingTaskGroup(of: (Int, Inode?).self) { group in
-            for i in first..<max(first, last) where entries[i].name != "." && entries[i].name != ".." {
-                let ino = entries[i].entry.ino
-                group.addTask { (i - first, try? await self.fs.getattr(ino)) }
-            }
-            for try await (i, node) in group { nodes[i] = node }
-        }
+        let wanted = (first..<max(first, last)).filter { entries[$0].name != "." && entries[$0].name != ".." }
+        for (i, node) in zip(wanted, try await fs.getattrs(wanted.map { entries[$0].entry.ino })) { nodes[i - first] = node }
         var buffer = [CChar](repeating: 0, count: size)
         var used = 0
         buffer.withUnsafeMutableBufferPointer { b in

@@ -1,5 +1,5 @@
-// The metadata proxy of shared filesystems: POST /v1/fs/{name}/meta/{get,range,txn,
-// revision,watch}. A FUSE mount on any host reads and changes its filesystem's
+// The metadata proxy of shared filesystems: POST /v1/fs/{name}/meta/{get,getmany,range,
+// txn,revision,watch}. A FUSE mount on any host reads and changes its filesystem's
 // metadata through these routes (CairnFS.RemoteMetaStore), with the same transaction
 // semantics as the store itself. Every key and prefix must lie under /fs/{name}/ and
 // {name} must be a volume of kind filesystem: a mount cannot touch the cluster's own
@@ -11,11 +11,20 @@ import Foundation
 
 extension ManagerAPI {
     func filesystemMeta(_ name: String, _ op: String, _ req: HTTPRequest) async throws -> HTTPResponse {
-        guard let (record, _) = try await manager.store.getJSON(Keys.volume(name), as: VolumeRecord.self) else {
-            throw CairnError.notFound("no filesystem '\(name)'")
-        }
-        guard record.kind == .filesystem else {
-            throw CairnError.invalidArgument("volume '\(name)' is a \(record.kind.rawValue) volume, not a filesystem")
+        // A read of a filesystem checked within `FilesystemsSeen.validity` skips the
+        // check (a read of a just-deleted filesystem's prefix finds what the deletion
+        // left, at worst); a transaction always checks, so nothing is ever written under
+        // the prefix of a volume that is not a filesystem.
+        if op == "txn" || !filesystemsSeen.recently(name) {
+            guard let (record, _) = try await manager.store.getJSON(Keys.volume(name), as: VolumeRecord.self) else {
+                filesystemsSeen.forget(name)
+                throw CairnError.notFound("no filesystem '\(name)'")
+            }
+            guard record.kind == .filesystem else {
+                filesystemsSeen.forget(name)
+                throw CairnError.invalidArgument("volume '\(name)' is a \(record.kind.rawValue) volume, not a filesystem")
+            }
+            filesystemsSeen.saw(name)
         }
         return try await scopedMeta(prefix: MetaWire.filesystemPrefix(name), owner: "filesystem '\(name)'", op, req)
     }
@@ -39,6 +48,10 @@ extension ManagerAPI {
             let r: MetaWire.GetRequest = try Self.decode(req.body)
             try scoped([r.key])
             return try Self.json(MetaWire.GetAnswer(kv: try await store.get(r.key).map(MetaWire.KV.init)))
+        case "getmany":
+            let r: MetaWire.GetManyRequest = try Self.decode(req.body)
+            try scoped(r.keys)
+            return try Self.json(MetaWire.GetManyAnswer(kvs: try await store.getMany(r.keys).map { $0.map(MetaWire.KV.init) }))
         case "range":
             let r: MetaWire.RangeRequest = try Self.decode(req.body)
             try scoped([r.prefix])
@@ -62,4 +75,26 @@ extension ManagerAPI {
             throw CairnError.notFound("no filesystem metadata operation '\(op)'")
         }
     }
+}
+
+/// When the metadata proxy last found each filesystem's volume record (bounded: a full
+/// table is emptied, which costs only re-checks).
+final class FilesystemsSeen: Sendable {
+    static let validity = Duration.seconds(1)
+    static let namesMax = 4096
+    private let seen = Locked<[String: ContinuousClock.Instant]>([:])
+
+    func recently(_ name: String) -> Bool {
+        guard let at = seen.withLock({ $0[name] }) else { return false }
+        return ContinuousClock.now - at < Self.validity
+    }
+
+    func saw(_ name: String) {
+        seen.withLock { s in
+            if s.count >= Self.namesMax { s.removeAll() }
+            s[name] = ContinuousClock.now
+        }
+    }
+
+    func forget(_ name: String) { _ = seen.withLock { $0.removeValue(forKey: name) } }
 }

@@ -34,6 +34,8 @@ public struct ManagerAPI: Sendable {
     let secret: String
     let metrics: ManagerMetrics
     let statusEndpoint: MetricsEndpoint
+    /// Filesystems the metadata proxy recently found to exist (FilesystemMetaAPI.swift).
+    let filesystemsSeen = FilesystemsSeen()
 
     public init(manager: Manager, secret: String, registry: MetricsRegistry = .shared) {
         self.manager = manager; self.secret = secret
@@ -69,6 +71,8 @@ public struct ManagerAPI: Sendable {
         func at(_ method: String, _ pattern: String) -> [String]? {
             Self.match(method: method, pattern: pattern, request: req.method, parts: parts)
         }
+        // First: a mount's metadata calls are by far the most frequent.
+        if let a = at("POST", "fs/*/meta/*") { return try await filesystemMeta(a[0], a[1], req) }
         if at("GET", "status") != nil { return try Self.json(await manager.status()) }
         if at("GET", "nodes") != nil { return try Self.json(await manager.listNodes()) }
         if at("POST", "nodes/heartbeat") != nil {
@@ -130,7 +134,6 @@ public struct ManagerAPI: Sendable {
             try await manager.deleteSnapshot(a[0])
             return try Self.json(["deleted": a[0]])
         }
-        if let a = at("POST", "fs/*/meta/*") { return try await filesystemMeta(a[0], a[1], req) }
         if let a = at("POST", "csi/meta/*") { return try await csiMeta(a[0], req) }
         return Self.error(CairnError.notFound("no such endpoint \(req.method) \(req.path)"), status: 404)
     }

@@ -93,6 +93,10 @@ public struct WatchEvent: Sendable, Equatable {
 /// `MemoryMetaStore` (tests and simulation); an etcd backend later.
 public protocol MetaStore: Sendable {
     func get(_ key: String) async throws -> KeyValue?
+    /// Several keys in one call (nil for an absent one), in the order asked, at most
+    /// `MetaLimits.getManyKeysMax`. A backend that can reads them all at one revision in
+    /// one round trip; the default (below) is one `get` after another.
+    func getMany(_ keys: [String]) async throws -> [KeyValue?]
     /// Keys with the prefix, in key order, strictly after `after` if given, at most
     /// `limit` (1...`MetaLimits.rangeLimitMax`).
     func range(prefix: String, after: String?, limit: Int) async throws -> RangePage
@@ -111,6 +115,15 @@ public protocol MetaStore: Sendable {
     func close() async throws
 }
 
+extension MetaStore {
+    public func getMany(_ keys: [String]) async throws -> [KeyValue?] {
+        try MetaValidation.getMany(keys)
+        var out: [KeyValue?] = []
+        for key in keys { out.append(try await get(key)) }
+        return out
+    }
+}
+
 /// Every limit of the metadata interface, checked identically by every backend.
 public enum MetaLimits {
     /// Longest key in UTF-8 bytes.
@@ -121,6 +134,8 @@ public enum MetaLimits {
     public static let txnOpsMax = 128
     /// Most compares in one transaction.
     public static let txnComparesMax = 128
+    /// Most keys of one `getMany`.
+    public static let getManyKeysMax = 64
     /// Largest page of a range read.
     public static let rangeLimitMax = 10_000
     /// Events one watch call aims to return at most (a larger single revision is returned whole).

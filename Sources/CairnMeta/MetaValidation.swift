@@ -14,6 +14,13 @@ public enum MetaValidation {
         }
     }
 
+    public static func getMany(_ keys: [String]) throws {
+        guard keys.count <= MetaLimits.getManyKeysMax else {
+            throw CairnError.invalidArgument("\(keys.count) keys in one read exceed \(MetaLimits.getManyKeysMax)")
+        }
+        for k in keys { try key(k) }
+    }
+
     /// A prefix may be empty (everything) for reads, never for `deletePrefix`.
     public static func prefix(_ prefix: String, allowEmpty: Bool) throws {
         if prefix.isEmpty {

@@ -31,6 +31,16 @@ public enum MetaWire {
         public init(kv: KV?) { self.kv = kv }
     }
 
+    public struct GetManyRequest: Codable, Sendable {
+        public var keys: [String]
+        public init(keys: [String]) { self.keys = keys }
+    }
+    public struct GetManyAnswer: Codable, Sendable {
+        /// One per key asked, in order; nil for an absent key.
+        public var kvs: [KV?]
+        public init(kvs: [KV?]) { self.kvs = kvs }
+    }
+
     public struct RangeRequest: Codable, Sendable {
         public var prefix: String
         public var after: String?

@@ -61,12 +61,21 @@ public final class SQLiteMetaStore: MetaStore {
 
     public func get(_ key: String) async throws -> KeyValue? {
         try MetaValidation.key(key)
-        return try await read("get \(key)") { db in try SQLiteTxnState(db: db).read(key) }
+        return try read("get \(key)") { db in try SQLiteTxnState(db: db).read(key) }
+    }
+
+    /// One read transaction: every key at the same revision.
+    public func getMany(_ keys: [String]) async throws -> [KeyValue?] {
+        try MetaValidation.getMany(keys)
+        return try read("get \(keys.count) keys") { db in
+            let state = SQLiteTxnState(db: db)
+            return try keys.map { try state.read($0) }
+        }
     }
 
     public func range(prefix: String, after: String?, limit: Int) async throws -> RangePage {
         try MetaValidation.range(prefix: prefix, after: after, limit: limit)
-        return try await read("range \(prefix)") { db in
+        return try read("range \(prefix)") { db in
             var sql = "SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key >= ?"
             var arguments: StatementArguments = [prefix]
             if let upper = prefix.prefixUpperBound { sql += " AND key < ?"; arguments += [upper] }
@@ -95,14 +104,14 @@ public final class SQLiteMetaStore: MetaStore {
     }
 
     public func currentRevision() async throws -> Int64 {
-        try await read("read revision") { db in try SQLiteTxnState(db: db).revision() }
+        try read("read revision") { db in try SQLiteTxnState(db: db).revision() }
     }
 
     /// Polls the changelog every `MetaLimits.watchPollInterval` (see `WatchPolling`).
     public func watch(prefix: String, afterRevision: Int64, timeout: Duration) async throws -> [WatchEvent] {
         try MetaValidation.watch(prefix: prefix, afterRevision: afterRevision, timeout: timeout)
         return try await WatchPolling.poll(timeout: timeout, interval: MetaLimits.watchPollInterval, sleep: sleep) {
-            try await self.read("watch \(prefix)") { db in
+            try self.read("watch \(prefix)") { db in
                 try SQLiteTxnState(db: db).changes(prefix: prefix, afterRevision: afterRevision)
             }
         }
@@ -113,9 +122,13 @@ public final class SQLiteMetaStore: MetaStore {
         do { try pool.close() } catch { throw Self.mapped(error, doing: "close metadata database") }
     }
 
-    private func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// Reads run on the calling thread (GRDB's blocking `read`): a read takes
+    /// microseconds in WAL mode and never waits for a writer, so handing it to GRDB's
+    /// queue and back (the async `read`) cost more than the read itself — about a third
+    /// of a metadata proxy call. It waits only for a free reader connection (GRDB keeps 5).
+    private func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) throws -> T {
         do {
-            return try await pool.read(body)
+            return try pool.read(body)
         } catch {
             throw Self.mapped(error, doing: what)
         }

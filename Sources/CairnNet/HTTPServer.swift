@@ -51,6 +51,9 @@ public final class HTTPServer: @unchecked Sendable {
         let handler = self.handler
         let ch = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            // Small request/answer exchanges (a mount's metadata calls): never hold an
+            // answer back waiting for the peer's ACK.
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
                     channel.pipeline.addHandler(HTTPServerRequestHandler(handler: handler))

@@ -33,6 +33,7 @@ final class EtcdMetaStoreTests: XCTestCase {
     }
 
     func testPutAndGet() async throws { try await behaviour.putAndGet() }
+    func testGetManyAnswersInOrder() async throws { try await behaviour.getManyAnswersInOrder() }
     func testRevisionGrowsByOnePerChangingTxn() async throws { try await behaviour.revisionGrowsByOnePerChangingTxn() }
     func testModRevisionCompareChoosesBranch() async throws { try await behaviour.modRevisionCompareChoosesBranch() }
     func testCreateOnlyWithModRevisionZero() async throws { try await behaviour.createOnlyWithModRevisionZero() }

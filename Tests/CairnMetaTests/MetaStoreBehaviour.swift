@@ -41,6 +41,23 @@ struct MetaStoreBehaviour {
         }
     }
 
+    /// getMany answers in the order asked, nil for absent keys, with the same records as get.
+    func getManyAnswersInOrder() async throws {
+        try await withStore { store in
+            try await put(store, "/gm/a", [1])
+            try await put(store, "/gm/b", [2, 2])
+            let kvs = try await store.getMany(["/gm/b", "/gm/none", "/gm/a", "/gm/b"])
+            let a = try await store.get("/gm/a"), b = try await store.get("/gm/b")
+            XCTAssertEqual(kvs, [b, nil, a, b])
+            let none = try await store.getMany([])
+            XCTAssertEqual(none, [])
+            let invalid: (CairnError) -> Bool = { if case .invalidArgument = $0 { return true } else { return false } }
+            await assertThrows(invalid) { _ = try await store.getMany(["/gm/a", ""]) }
+            let tooMany = (0...MetaLimits.getManyKeysMax).map { "/gm/\($0)" }
+            await assertThrows(invalid) { _ = try await store.getMany(tooMany) }
+        }
+    }
+
     func revisionGrowsByOnePerChangingTxn() async throws {
         try await withStore { store in
             let base = try await store.currentRevision()
