@@ -38,6 +38,12 @@ public final class ConnectionAdmission: @unchecked Sendable {
 
 /// Runs `work` as a task and hands its result to `deliver` on the handler's event loop.
 /// The handler and context are only touched on that loop.
+///
+/// The task prefers the channel's event loop as its executor: it starts within the loop's
+/// current turn, runs the volume client's synchronous parts there, and resumes there when
+/// a storage node answers, instead of handing off to a concurrency pool thread at the start
+/// and on every resumption (each hand-off a thread wake-up). Work that blocks must not run
+/// here; the volume client only awaits I/O.
 public func runAndDeliver<Handler: AnyObject, T>(
     _ handler: Handler, _ context: ChannelHandlerContext, _ work: @escaping @Sendable () async throws -> T,
     _ deliver: @escaping (Handler, ChannelHandlerContext, Result<T, Error>) -> Void
@@ -45,14 +51,31 @@ public func runAndDeliver<Handler: AnyObject, T>(
     let loop = context.eventLoop
     let bound = NIOLoopBound((handler, context), eventLoop: loop)
     let deliverBound = NIOLoopBound(deliver, eventLoop: loop)
-    Task {
+    Task(executorPreference: EventLoopTaskExecutor(loop)) {
         let result: Result<T, Error>
         do { result = .success(try await work()) } catch { result = .failure(error) }
         let transfer = UnsafeTransfer(result)
+        if loop.inEventLoop {
+            let (handler, context) = bound.value
+            deliverBound.value(handler, context, transfer.value)
+            return
+        }
         loop.execute {
             let (handler, context) = bound.value
             deliverBound.value(handler, context, transfer.value)
         }
+    }
+}
+
+/// A task executor that runs jobs on one NIO event loop.
+public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+    let loop: EventLoop
+    public init(_ loop: EventLoop) { self.loop = loop }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
     }
 }
 

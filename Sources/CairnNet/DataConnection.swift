@@ -49,8 +49,10 @@ public final class DataConnection: @unchecked Sendable {
         let loop = channel.eventLoop
         let promise = loop.makePromise(of: ResponseFrame.self)
         let channel = self.channel, handler = self.handler
-        loop.execute {
+        if loop.inEventLoop {
             handler.send(request, promise: promise, channel: channel, timeout: timeout)
+        } else {
+            loop.execute { handler.send(request, promise: promise, channel: channel, timeout: timeout) }
         }
         return try await promise.futureResult.get()
     }
