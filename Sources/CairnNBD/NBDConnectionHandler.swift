@@ -1,7 +1,7 @@
 // One NBD connection: feeds bytes to the decoder and the phase state machines and carries
 // out what they return (send, look up or open an export, start TLS, run an operation on the
 // device, close). All state lives on the channel's event loop; device calls run as tasks
-// whose results hop back to the loop.
+// that prefer the loop as their executor (see runAndDeliver).
 //
 // Back-pressure: while an export lookup is pending, or the transmission phase is at its
 // in-flight limits, no further request is decoded and the channel is not read.
