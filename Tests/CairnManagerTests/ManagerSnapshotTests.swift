@@ -272,6 +272,9 @@ final class ManagerSnapshotTests: XCTestCase {
         try await h.manager.superviseOnce()
         let rebuilt = try await eventually { try await h.manager.map("vol@s1").chunks.first?.replicas.map(\.node) == ["n2", "n3", "n4"] }
         XCTAssertTrue(rebuilt)
+        // The map names the new replica when the rebuild is planned; the order to n4 is
+        // sent by a task after that (as in SupervisorTests): wait for it.
+        await assertTrue(try await eventually { !h.nodes.rebuilds.snapshot.isEmpty })
         let order = try XCTUnwrap(h.nodes.rebuilds.snapshot.last)
         XCTAssertEqual(order.node, "n4")
         XCTAssertEqual(order.order.address.volume, s.id)
