@@ -10,7 +10,7 @@ public struct CairnCommand: AsyncParsableCommand {
         subcommands: [
             LocalCommand.self, ManagerCommand.self, StorageCommand.self, StatusCommand.self,
             VolumeCommand.self, NodeCommand.self, BenchCommand.self, GatewayCommand.self,
-            MountCommand.self, UmountCommand.self,
+            MountCommand.self, UmountCommand.self, FSCommand.self,
             SnapshotCommand.self,
             AttachCommand.self, DetachCommand.self, AttachDaemonCommand.self,
             CSICommand.self,

@@ -26,6 +26,8 @@ struct MountCommand: AsyncParsableCommand {
     var http = "none"
     @Option(help: "Written data a mount keeps per file before storing it (stored at close, fsync and this size; 0: store every write at once).")
     var writeBuffer: SizeArgument = SizeArgument(argument: "8MiB")!
+    @Option(help: "Age of the append mark below which `cairn fs gc` may trim this mount's unreferenced data (e.g. 30s).")
+    var gcGrace = DurationArgument(argument: "30s")!
     @OptionGroup var client: ClientOptions
 
     /// A data volume's name adds ".d." and 8 hex digits to the filesystem's.
@@ -65,7 +67,8 @@ struct MountCommand: AsyncParsableCommand {
             try await fs.ensureRoot(uid: getuid(), gid: getgid())
             try await fs.startSession(MountRecord(host: ProcessInfo.processInfo.hostName, pid: getpid(),
                                                   dataVolume: slices.writer.name, started: Self.wallClock()))
-            let sessionLoop = Task { await Self.keepSession(fs) }
+            let grace = gcGrace.value
+            let sessionLoop = Task { await Self.keepSession(fs, collectGrace: grace) }
             let handler = FuseHandler(fs: fs, timeouts: FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)) {
                 guard let s = try? await mc.status() else { return (0, 0) }
                 return (s.capacityBytes, s.capacityBytes > s.usedBytes ? s.capacityBytes - s.usedBytes : 0)
@@ -113,9 +116,9 @@ struct MountCommand: AsyncParsableCommand {
     }
 
     /// The heartbeat of this mount's session record, the sweep that ends dead mounts'
-    /// sessions (their locks and holds), and the removal of orphans nobody holds, until
-    /// cancelled.
-    static func keepSession(_ fs: FileSystem) async {
+    /// sessions (their locks and holds), the removal of orphans nobody holds, and the
+    /// answer to `cairn fs gc` (trimming this mount's own volume), until cancelled.
+    static func keepSession(_ fs: FileSystem, collectGrace: Duration) async {
         let clock = ContinuousClock()
         let start = clock.now
         while !Task.isCancelled {
@@ -129,6 +132,10 @@ struct MountCommand: AsyncParsableCommand {
                     FileHandle.standardError.write(Data("cairn: mount \(id) stopped beating: its locks and open-unlinked files were released\n".utf8))
                 }
                 try await fs.collectOrphans()
+                fs.noteAppendMark(monotonicNow: nanos)
+                if let trimmed = try await fs.answerCollectRequest(monotonicNow: nanos, grace: collectGrace) {
+                    FileHandle.standardError.write(Data("cairn: garbage collection trimmed \(trimmed) bytes of this mount's data volume\n".utf8))
+                }
             } catch {
                 FileHandle.standardError.write(Data("cairn: mount session heartbeat: \(error)\n".utf8))
             }

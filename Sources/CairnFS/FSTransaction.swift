@@ -13,6 +13,8 @@ final class FSTransaction {
     private var order: [String] = []
     /// The body relied on FileSystem.sessionView (see FileSystem.transact).
     var usedSessionView = false
+    /// Keys that must hold exactly these bytes at commit (never read by the body).
+    private var valueChecks: [String: [UInt8]] = [:]
 
     init(store: MetaStore) { self.store = store }
 
@@ -61,6 +63,11 @@ final class FSTransaction {
         if revisions[key] == nil { revisions[key] = modRevision }
     }
 
+    /// Records that the transaction depends on `key` holding exactly `bytes`.
+    func require(_ key: String, equals bytes: [UInt8]) { valueChecks[key] = bytes }
+
+    func putBytes(_ key: String, _ bytes: [UInt8]) { stage(key, .put(key: key, value: bytes)) }
+
     func put<T: Encodable>(_ key: String, _ value: T) throws {
         stage(key, .put(key: key, value: [UInt8](try JSONEncoder().encode(value))))
     }
@@ -77,6 +84,7 @@ final class FSTransaction {
         guard !writes.isEmpty else { return true }
         precondition(writes.count <= MetaLimits.txnOpsMax, "a filesystem transaction writes at most \(MetaLimits.txnOpsMax) keys")
         let compares = revisions.sorted { $0.key < $1.key }.map { TxnCompare.modRevision(key: $0.key, equals: $0.value) }
+            + valueChecks.sorted { $0.key < $1.key }.map { TxnCompare.valueEquals(key: $0.key, value: $0.value) }
         let result = try await store.txn(compare: compares, success: order.map { writes[$0]! }, failure: [])
         return result.succeeded
     }
@@ -100,6 +108,11 @@ struct FSKeys: Sendable {
     var mounts: String { prefix + "m/" }
     /// Counts mount starts: an unlink that found itself the only mount compares it.
     var mountStarts: String { prefix + "mount-starts" }
+    /// The data volume of one mount (Collector.swift).
+    func dataVolume(_ mount: String) -> String { dataVolumes + mount }
+    var dataVolumes: String { prefix + "v/" }
+    /// A counter `cairn fs gc` bumps to ask every mount to collect its own volume.
+    var collectRequest: String { prefix + "gc-request" }
 
     static func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)

@@ -52,6 +52,8 @@ public final class FileSystem: @unchecked Sendable {
     let sessionView = Locked<SessionView?>(nil)
     /// Orphans (o/<ino>) this mount has open: its last release tries to remove them.
     let heldOrphans = Locked<Set<InodeNumber>>([])
+    /// The collector's view of this mount's own data volume (OwnVolume.swift).
+    let ownVolume = Locked<OwnVolumeState>(OwnVolumeState())
     /// This mount's id: owner of its locks, orphans and session record.
     public let mountID: String
     /// Which inode each entry last named here (LookupHints.swift): lookups in one round trip.

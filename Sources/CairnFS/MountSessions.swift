@@ -24,6 +24,9 @@ public struct MountRecord: Codable, Sendable, Equatable {
     /// those of them it has open (OpenHandles.swift). Optional: older records lack them.
     public var orphansCheckedAt: Int64?
     public var holding: [InodeNumber]?
+    /// The last `cairn fs gc` request this mount answered, and the bytes it trimmed then.
+    public var collected: UInt64?
+    public var collectedBytes: UInt64?
     public init(host: String, pid: Int32, dataVolume: String, started: FSTime, beat: UInt64 = 0) {
         self.host = host; self.pid = pid; self.dataVolume = dataVolume; self.started = started; self.beat = beat
     }
@@ -45,10 +48,14 @@ extension FileSystem {
     public func startSession(_ record: MountRecord) async throws {
         var record = record
         try await noteOrphans(&record)
+        let claim = try claimBytes(record.dataVolume)
         try await transact { t in
             try await countMountStart(t)
             try t.put(keys.mount(mountID), record)
+            // The data volume's record comes with the first session record (Collector.swift).
+            if try await t.get(keys.dataVolume(mountID)) == nil { t.putBytes(keys.dataVolume(mountID), claim) }
         }
+        ownVolume.withLock { $0.claim = claim }
         session.withLock { $0 = record }
     }
 
@@ -59,6 +66,10 @@ extension FileSystem {
         guard var record = session.withLock({ $0 }) else { return true }
         record.beat += 1
         try await noteOrphans(&record)
+        ownVolume.withLock { o in
+            record.collected = o.answered?.request
+            record.collectedBytes = o.answered?.bytes
+        }
         let existed = try await transact { t -> Bool in
             let had = try await t.get(keys.mount(mountID)) != nil
             if !had { try await countMountStart(t) }

@@ -8,13 +8,42 @@ public protocol SliceStore: Sendable {
     func append(_ bytes: [UInt8]) async throws -> (volume: String, offset: UInt64)
     /// Reads `length` bytes of a slice written by any mount.
     func read(volume: String, offset: UInt64, length: Int) async throws -> [UInt8]
+    /// The volume appends go to, and an offset every append that starts later lands at
+    /// or above (the garbage collector's high-water mark, Collector.swift).
+    var appendVolume: String { get }
+    var appendMark: UInt64 { get }
+    /// Gives back ranges (whole blocks) of the append volume that no map references.
+    func trimOwn(_ ranges: [Range<UInt64>]) async throws
 }
 
 /// Slices in memory, for tests and simulation.
-public final class MemorySliceStore: SliceStore, @unchecked Sendable {
-    private let volumes = Locked<[String: [UInt8]]>([:])
+public final class MemorySliceStore: SliceStore, DataVolumeAdmin, @unchecked Sendable {
+    private let volumes: Locked<[String: [UInt8]]>
     public let volume: String
-    public init(volume: String = "memory") { self.volume = volume }
+    public init(volume: String = "memory") { self.volume = volume; volumes = Locked([:]) }
+    /// Another mount's store over the same volumes (it appends to `volume`).
+    public init(volume: String, sharing other: MemorySliceStore) { self.volume = volume; volumes = other.volumes }
+
+    public var appendVolume: String { volume }
+    public var appendMark: UInt64 { volumes.withLock { UInt64($0[volume, default: []].count) } }
+    public func trimOwn(_ ranges: [Range<UInt64>]) async throws { try await trim(volume: volume, ranges) }
+
+    /// Zeroes the ranges (what a trimmed block reads as).
+    public func trim(volume: String, _ ranges: [Range<UInt64>]) async throws {
+        try volumes.withLock { v in
+            guard var data = v[volume] else { throw FSError.io("no volume \(volume)") }
+            for r in ranges {
+                let end = min(Int(r.upperBound), data.count), start = Int(r.lowerBound)
+                if start < end { data.replaceSubrange(start..<end, with: repeatElement(0, count: end - start)) }
+            }
+            v[volume] = data
+        }
+    }
+
+    public func delete(volume: String) async throws { _ = volumes.withLock { $0.removeValue(forKey: volume) } }
+
+    /// The volumes that exist, for tests.
+    public var volumeNames: [String] { volumes.withLock { $0.keys.sorted() } }
 
     public func append(_ bytes: [UInt8]) async throws -> (volume: String, offset: UInt64) {
         let name = volume

@@ -43,6 +43,19 @@ public final class VolumeSliceStore: SliceStore, @unchecked Sendable {
         return (writer.name, offset)
     }
 
+    public var appendVolume: String { writer.name }
+    public var appendMark: UInt64 { next.withLock { $0 } }
+
+    public func trimOwn(_ ranges: [Range<UInt64>]) async throws {
+        for r in ranges {
+            do {
+                try await writer.trim(offset: r.lowerBound, length: Int(r.count))
+            } catch {
+                throw FSError.io("trimming \(r.count) bytes of \(writer.name) at \(r.lowerBound): \(error)")
+            }
+        }
+    }
+
     public func read(volume: String, offset: UInt64, length: Int) async throws -> [UInt8] {
         do {
             return try await client(volume).readBytes(offset: offset, length: length)

@@ -183,6 +183,8 @@ extension FileSystem {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(extents.byteCount)
         for e in extents.items { bytes += e.bytes }
+        let storing = beginStore()  // until the commit attempt ends: see OwnVolume.swift
+        defer { endStore(storing) }
         let at = try await data.append(bytes)
         var slices: [Slice] = []
         var volumeOffset = at.offset
@@ -190,7 +192,10 @@ extension FileSystem {
             slices.append(Slice(fileOffset: e.offset, length: UInt64(e.bytes.count), volume: at.volume, volumeOffset: volumeOffset))
             volumeOffset += UInt64(e.bytes.count)
         }
+        var attempts = 0
         try await transact { t in
+            attempts += 1
+            try await requireOwnVolume(t, recheck: attempts > 1)
             var node = try await inode(t, ino)
             guard node.isRegular else { throw FSError.invalid("inode \(ino) is not a regular file") }
             for s in slices {

@@ -222,9 +222,12 @@ public final class Manager: @unchecked Sendable {
         if let w = v.writer, !force {
             throw CairnError.conflict("volume '\(name)' is attached to \(w); detach it first or use --force")
         }
+        let fs = v.kind == .filesystem  // its metadata and data volumes go too (FilesystemDelete.swift)
+        let dataVolumes = fs ? try await filesystemDataVolumes(name, force: force) : []
         let result = try await store.txn(
             compare: [.modRevision(key: Keys.volume(name), equals: rev)],
-            success: [.delete(key: Keys.volume(name)), .delete(key: Keys.volumeID(v.id)), .deletePrefix(Keys.chunkPrefix(v.id))],
+            success: [.delete(key: Keys.volume(name)), .delete(key: Keys.volumeID(v.id)), .deletePrefix(Keys.chunkPrefix(v.id))]
+                + (fs ? [.deletePrefix(MetaWire.filesystemPrefix(name))] : []),
             failure: [])
         guard result.succeeded else { throw CairnError.conflict("volume '\(name)' changed while deleting it; try again") }
         logger.info("volume deleted", metadata: ["volume": "\(name)"])
@@ -232,6 +235,7 @@ public final class Manager: @unchecked Sendable {
         for node in try await listNodes() where node.state == .up {
             try? await nodes.deleteVolume(node, volume: v.id, epoch: v.epoch + 1)
         }
+        await deleteFilesystemData(dataVolumes)
     }
 
     public func resizeVolume(_ name: String, sizeBytes: UInt64) async throws -> VolumeRecord {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Garbage collection of a shared filesystem (cairn fs gc): a live mount trims its
+# overwritten and deleted data, an ended mount's volume is kept while a file references
+# it and deleted once nothing does; the data reads back the same throughout. Deleting
+# the filesystem deletes its data volumes and metadata.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fs_lib.sh"
+start_cluster 2
+"$CAIRN" volume create home --kind filesystem --size 1GiB --replicas 2 >/dev/null
+fs_mount home "$T/a" --gc-grace 1s
+A=$MOUNT_PID
+fs_mount home "$T/b"
+B=$MOUNT_PID
+VB=$(sed -n 's/.*(data volume \(home\.d\.[0-9a-f]*\)).*/\1/p' "$T/mount-1.log")
+[ -n "$VB" ] || fail "no data volume in mount b's log"
+
+log "overwritten and deleted data on mount a; a kept and a deleted file from mount b"
+head -c 8388608 /dev/urandom > "$T/f1.old"; head -c 8388608 /dev/urandom > "$T/f1"
+head -c 2097152 /dev/urandom > "$T/g"
+cp "$T/f1.old" "$T/a/f1"; cp "$T/f1" "$T/a/f1"
+head -c 4194304 /dev/urandom > "$T/a/f2"; rm "$T/a/f2"
+cp "$T/g" "$T/b/g"; head -c 1048576 /dev/urandom > "$T/b/h"; rm "$T/b/h"
+fs_umount "$T/b" "$B"
+sleep 5  # a pass of mount a removes the orphan h, and its append mark gets older than --gc-grace
+
+log "cairn fs gc: a trims its garbage, b's ended volume is kept (g references it)"
+"$CAIRN" fs gc home --output json > "$T/gc1.json" || fail "cairn fs gc failed"
+/usr/bin/python3 - "$T/gc1.json" "$VB" <<'PY' || fail "first collection: $(cat "$T/gc1.json")"
+import json, sys
+r, vb = json.load(open(sys.argv[1])), sys.argv[2]
+assert r["ended"]["retired"] == [vb], r
+assert list(r["ended"]["kept"]) == [vb] and r["ended"]["kept"][vb] == 2097152, r
+assert r["ended"]["trimmedBytes"] >= 1048576, r
+assert r["unanswered"] == [] and len(r["mounts"]) == 1, r
+trimmed = list(r["mounts"].values())[0]
+assert 12582912 <= trimmed <= 12582912 + 65536, r  # the old f1 and f2
+PY
+cmp "$T/f1" "$T/a/f1" || fail "f1 differs after the collection"
+cmp "$T/g" "$T/a/g" || fail "g differs after the collection"
+
+log "once no file references it, the ended mount's volume is deleted"
+rm "$T/a/g"
+"$CAIRN" fs gc home --output json > "$T/gc2.json" || fail "second cairn fs gc failed"
+/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["ended"]["deleted"] == [sys.argv[2]], r' \
+    "$T/gc2.json" "$VB" || fail "second collection: $(cat "$T/gc2.json")"
+"$CAIRN" volume list > "$T/volumes.txt"
+! grep -q "$VB" "$T/volumes.txt" || fail "$VB still exists after the collection"
+cmp "$T/f1" "$T/a/f1" || fail "f1 differs after the second collection"
+
+log "deleting the filesystem deletes its data volumes and metadata"
+! "$CAIRN" volume delete home 2>"$T/del.err" || fail "deleting a mounted filesystem succeeded"
+grep -q "mounted" "$T/del.err" || fail "unexpected error: $(cat "$T/del.err")"
+fs_umount "$T/a" "$A"
+"$CAIRN" volume delete home >/dev/null || fail "deleting the unmounted filesystem failed"
+"$CAIRN" volume list > "$T/volumes.txt"
+! grep -q "home" "$T/volumes.txt" || fail "volumes left after deleting the filesystem: $(cat "$T/volumes.txt")"
+"$CAIRN" volume create home --kind filesystem --size 1GiB --replicas 2 >/dev/null
+fs_mount home "$T/a"
+[ -z "$(ls -A "$T/a")" ] || fail "a new filesystem of the same name sees old files: $(ls -A "$T/a")"
+log "PASS"
