@@ -214,14 +214,20 @@ public final class FileSystem: @unchecked Sendable {
         guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
         guard offset < node.size, length > 0 else { return [] }
         let end = min(node.size, offset + UInt64(length))
+        var out = try await readSlices(node.slices, from: offset, to: end)
+        b.flushing?.overlay(&out, from: offset)
+        b.pending?.overlay(&out, from: offset)
+        return out
+    }
+
+    /// The bytes [from, to) of a file with this map (holes as zeroes).
+    func readSlices(_ slices: [Slice], from offset: UInt64, to end: UInt64) async throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(end - offset))
-        for s in node.slices where s.fileEnd > offset && s.fileOffset < end {
+        for s in slices where s.fileEnd > offset && s.fileOffset < end {
             let from = max(s.fileOffset, offset), to = min(s.fileEnd, end)
             let bytes = try await data.read(volume: s.volume, offset: s.volumeOffset + (from - s.fileOffset), length: Int(to - from))
             out.replaceSubrange(Int(from - offset)..<Int(to - offset), with: bytes)
         }
-        b.flushing?.overlay(&out, from: offset)
-        b.pending?.overlay(&out, from: offset)
         return out
     }
 

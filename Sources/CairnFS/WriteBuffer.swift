@@ -1,8 +1,8 @@
 // Write buffering: a mount keeps each file's written bytes in memory (coalesced into
 // extents) and stores them as one new slice and one map transaction when the file is
 // flushed: on flush (every close), fsync, release, before a truncate or fallocate, when
-// the file's buffer reaches `perFileBytes`, and when all buffers together reach
-// `totalBytes`. So close-to-open holds (close flushes before it returns) and a write's
+// the file's buffer reaches `perFileBytes` or holds `pendingExtentsMax` separate
+// extents (MapCompaction.swift), and when all buffers together reach `totalBytes`. So close-to-open holds (close flushes before it returns) and a write's
 // cost is a memory copy; reads and stats on this mount see the buffered bytes
 // (read-after-write), other mounts see them after the writer's close or fsync.
 //
@@ -113,18 +113,18 @@ extension FileSystem {
         guard !bytes.isEmpty else { return 0 }
         guard offset + UInt64(bytes.count) <= Self.fileSizeMax else { throw FSError.tooBig("write past the largest file size") }
         let time = now()
-        let (fileBytes, allBytes) = buffers.withLock { s -> (Int, Int) in
+        let (fileBytes, allBytes, extentCount) = buffers.withLock { s -> (Int, Int, Int) in
             var f = s.files[ino] ?? FileBuffer()
             let before = f.pending.byteCount
             f.pending.write(offset, bytes)
             f.mtime = time
             s.bytes += f.pending.byteCount - before
             s.files[ino] = f
-            return (f.pending.byteCount, s.bytes)
+            return (f.pending.byteCount, s.bytes, f.pending.items.count)
         }
         if allBytes >= bufferLimits.totalBytes && bufferLimits.totalBytes > 0 && fileBytes < allBytes {
             try await flushAll()
-        } else if fileBytes >= bufferLimits.perFileBytes {
+        } else if fileBytes >= bufferLimits.perFileBytes || extentCount >= Self.pendingExtentsMax {
             try await flush(ino)
         }
         return bytes.count
@@ -143,8 +143,9 @@ extension FileSystem {
             return (f.flushing!, f.mtime)
         }
         guard let (extents, mtime) = taken else { return }
+        var slices = 0
         do {
-            try await store(ino, extents, mtime: mtime)
+            slices = try await store(ino, extents, mtime: mtime)
         } catch let e as FSError where e.errno == FSError.noEntry("").errno {
             // The file is gone from every name and handle: its bytes have no reader.
         } catch {
@@ -166,6 +167,9 @@ extension FileSystem {
             f.flushing = nil
             if f.pending.isEmpty { s.files.removeValue(forKey: ino) } else { s.files[ino] = f }
         }
+        // The bytes are stored; a compaction that fails leaves a correct, longer map
+        // (MapCompaction.swift), so its error is not this flush's.
+        if slices > Self.mapSlicesCompactAt { try? await compactMap(ino) }
     }
 
     /// Flushes every file with buffered writes (unmount, the total limit).
@@ -179,7 +183,9 @@ extension FileSystem {
     }
 
     /// The data first, durably, as one new slice; then the map, in one transaction.
-    func store(_ ino: InodeNumber, _ extents: Extents, mtime: FSTime?) async throws {
+    /// Returns how many slices the file's map has then.
+    @discardableResult
+    func store(_ ino: InodeNumber, _ extents: Extents, mtime: FSTime?) async throws -> Int {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(extents.byteCount)
         for e in extents.items { bytes += e.bytes }
@@ -193,7 +199,7 @@ extension FileSystem {
             volumeOffset += UInt64(e.bytes.count)
         }
         var attempts = 0
-        try await transact { t in
+        return try await transact { t in
             attempts += 1
             try await requireOwnVolume(t, recheck: attempts > 1)
             var node = try await inode(t, ino)
@@ -205,6 +211,7 @@ extension FileSystem {
             node.mtime = mtime ?? now()
             node.ctime = node.mtime
             try t.put(keys.inode(ino), node)
+            return node.slices.count
         }
     }
 
