@@ -127,6 +127,9 @@ def table(header, rows):
     return out
 
 
+END_MARKER = "<!-- end of the tools/bench/run.sh report: sections below are kept when it is regenerated -->"
+
+
 def main():
     p = argparse.ArgumentParser()
     for name in ["results", "out", "notes", "command", "size", "seconds", "repeat", "disk", "commit"]:
@@ -155,7 +158,7 @@ def main():
         args.command,
         "```",
         "",
-        f"It starts `cairn local up --nodes 3 --chunk-size 64MiB` (journal 64 MiB per node) on loopback in",
+        f"It starts `cairn local up --nodes 3 --chunk-size 64MiB` (journal 256 MiB per node, the `local up` default) on loopback in",
         f"a temporary directory under /tmp, creates `bench-rf1` (1 replica) and `bench-rf3` (3 replicas)",
         f"of {args.size}, fills both from a random image with `cairn volume import`, and runs fio on that",
         "image. All three storage nodes, the manager, the benchmark client and fio share the same 2",
@@ -244,8 +247,17 @@ def main():
         with open(args.notes) as f:
             md += [f.read().rstrip(), ""]
 
+    # Other scripts' sections (iSCSI, fs, attach) follow this report in the same file, after
+    # END_MARKER: keep them.
+    tail = ""
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        if END_MARKER in old:
+            tail = old[old.index(END_MARKER) + len(END_MARKER):]
+    md += [END_MARKER]
     with open(args.out, "w") as f:
-        f.write("\n".join(md))
+        f.write("\n".join(md) + tail)
 
 
 if __name__ == "__main__":
