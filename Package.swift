@@ -186,6 +186,11 @@ let package = Package(
         .testTarget(name: "CairnCSITests", dependencies: ["CairnCSI", "CairnCSIProto", "CairnCore", "CairnMeta"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnFSTests", dependencies: ["CairnFS", "CairnMeta", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(name: "CairnAttachTests", dependencies: ["CairnAttach", "CairnCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CairnNetTests",
+            dependencies: ["CairnNet", "CairnWire", "CairnCore", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CairnChunkStoreTests", dependencies: ["CairnChunkStore", "CairnCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CairnManagerTests",

@@ -2,6 +2,7 @@
 // connections up to a limit and closing them at shutdown, and running asynchronous work
 // for a channel handler with the result delivered back on its event loop.
 import CairnCore
+import CairnNet
 import Logging
 import NIOCore
 
@@ -64,18 +65,6 @@ public func runAndDeliver<Handler: AnyObject, T>(
             let (handler, context) = bound.value
             deliverBound.value(handler, context, transfer.value)
         }
-    }
-}
-
-/// A task executor that runs jobs on one NIO event loop.
-public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
-    let loop: EventLoop
-    public init(_ loop: EventLoop) { self.loop = loop }
-
-    public func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        let executor = asUnownedTaskExecutor()
-        loop.execute { job.runSynchronously(on: executor) }
     }
 }
 

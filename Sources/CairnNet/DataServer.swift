@@ -61,6 +61,8 @@ final class DataServerHandler: ChannelInboundHandler {
     private var inFlight = 0
     private var readPaused = false
     private let flusher = FlushCoalescer()
+    /// The connection's event loop as a task executor, made on the first request.
+    private var loopExecutor: EventLoopTaskExecutor?
 
     init(secret: String, service: DataService, logger: Logger) {
         self.secret = secret; self.service = service; self.logger = logger
@@ -87,7 +89,7 @@ final class DataServerHandler: ChannelInboundHandler {
         }
         let service = self.service
         let loop = context.eventLoop
-        Task {
+        let run: @Sendable () async -> Void = {
             let reply: ResponseFrame
             do {
                 let payload = try await service.handle(request)
@@ -95,7 +97,30 @@ final class DataServerHandler: ChannelInboundHandler {
             } catch {
                 reply = DataResponse.error(error, for: frame)
             }
-            loop.execute { self.finish(reply, channel: channel) }
+            if loop.inEventLoop {
+                self.finish(reply, channel: channel)
+            } else {
+                loop.execute { self.finish(reply, channel: channel) }
+            }
+        }
+        if Self.runsOnLoop(request) {
+            // Started and resumed on this loop: no cooperative-pool thread to wake for the
+            // start, and the reply is written without another hop back.
+            let executor = loopExecutor ?? EventLoopTaskExecutor(loop)
+            loopExecutor = executor
+            Task(executorPreference: executor, operation: run)
+        } else {
+            Task(operation: run)
+        }
+    }
+
+    /// The hot, short requests, whose handling only validates, queues to the chunk store and
+    /// awaits it. The rest (rebuilds, copies, deletes, repair traffic) may do long work and
+    /// stays off the event loop.
+    static func runsOnLoop(_ request: DataRequest) -> Bool {
+        switch request {
+        case .write, .trim, .read, .ping: return true
+        default: return false
         }
     }
 
@@ -128,5 +153,18 @@ final class DataServerHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         logger.debug("closing data connection", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+}
+
+/// A task executor that runs jobs on one NIO event loop (this SwiftNIO has none of its
+/// own). Used by the data server and the NBD/iSCSI gateway's request tasks.
+public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+    let loop: EventLoop
+    public init(_ loop: EventLoop) { self.loop = loop }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
     }
 }
