@@ -44,12 +44,7 @@ struct FSCommand: AsyncParsableCommand {
                 let collector = Collector(store: store, prefix: MetaWire.filesystemPrefix(name), admin: admin)
                 let asking = wait.value > .zero
                 let request = asking ? try await collector.requestMountCollection() : 0
-                let ended = try await collector.collectEnded { volume in
-                    // Only chunks that were ever written hold data.
-                    let map = try await mc.map(volume)
-                    let top = map.chunks.map(\.index).max().map { UInt64($0) + 1 } ?? 0
-                    return min(map.volume.sizeBytes, top * map.volume.chunkSizeBytes)
-                }
+                let ended = try await collector.collectEnded(sizeOf: admin.writtenBytes)
                 var output = Output(ended: ended, mounts: [:], unanswered: [])
                 let clock = ContinuousClock()
                 let deadline = clock.now + wait.value
@@ -94,6 +89,13 @@ struct ManagerDataVolumes: DataVolumeAdmin {
             throw error
         }
         await writer.close()
+    }
+
+    /// The end of the volume's written chunks: only chunks that were ever written hold data.
+    @Sendable func writtenBytes(_ volume: String) async throws -> UInt64 {
+        let map = try await manager.map(volume)
+        let top = map.chunks.map(\.index).max().map { UInt64($0) + 1 } ?? 0
+        return min(map.volume.sizeBytes, top * map.volume.chunkSizeBytes)
     }
 
     func delete(volume: String) async throws {

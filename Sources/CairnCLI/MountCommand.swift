@@ -28,6 +28,8 @@ struct MountCommand: AsyncParsableCommand {
     var writeBuffer: SizeArgument = SizeArgument(argument: "8MiB")!
     @Option(help: "Age of the append mark below which `cairn fs gc` may trim this mount's unreferenced data (e.g. 30s).")
     var gcGrace = DurationArgument(argument: "30s")!
+    @Option(help: "How often this mount collects garbage by itself: its own volume's unreferenced data, and (one mount per interval) ended mounts' volumes (e.g. 10m; 0: only when `cairn fs gc` asks).")
+    var gcInterval = DurationArgument(argument: "10m")!
     @OptionGroup var client: ClientOptions
 
     /// A data volume's name adds ".d." and 8 hex digits to the filesystem's.
@@ -69,6 +71,12 @@ struct MountCommand: AsyncParsableCommand {
                                                   dataVolume: slices.writer.name, started: Self.wallClock()))
             let grace = gcGrace.value
             let sessionLoop = Task { await Self.keepSession(fs, collectGrace: grace) }
+            let admin = ManagerDataVolumes(manager: mc, secret: c.secret)
+            let collector = Collector(store: store, prefix: MetaWire.filesystemPrefix(name), admin: admin)
+            let interval = gcInterval.value
+            let collectLoop = Task {
+                await Self.collectPeriodically(fs, collector, sizeOf: admin.writtenBytes, interval: interval, grace: grace)
+            }
             let handler = FuseHandler(fs: fs, timeouts: FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)) {
                 guard let s = try? await mc.status() else { return (0, 0) }
                 return (s.capacityBytes, s.capacityBytes > s.usedBytes ? s.capacityBytes - s.usedBytes : 0)
@@ -97,6 +105,7 @@ struct MountCommand: AsyncParsableCommand {
             }
             signals.cancel()
             sessionLoop.cancel()
+            collectLoop.cancel()
             do { try await fs.flushAll() } catch {
                 FileHandle.standardError.write(Data("cairn: writes still buffered at unmount were lost: \(error)\n".utf8))
             }
@@ -140,6 +149,39 @@ struct MountCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("cairn: mount session heartbeat: \(error)\n".utf8))
             }
             try? await Task.sleep(for: FileSystem.heartbeatInterval)
+        }
+    }
+
+    /// The timed garbage collection (CairnFS PeriodicCollection.swift), until cancelled:
+    /// off the heartbeat loop, because a scan of every map can take longer than a beat.
+    static func collectPeriodically(_ fs: FileSystem, _ collector: Collector,
+                                    sizeOf: @escaping @Sendable (String) async throws -> UInt64,
+                                    interval: Duration, grace: Duration) async {
+        guard interval > .zero else { return }
+        let clock = ContinuousClock()
+        let start = clock.now
+        var schedule = CollectionSchedule(interval: interval)
+        let tick = min(interval, .seconds(1))
+        while !Task.isCancelled {
+            let elapsed = clock.now - start
+            let nanos = UInt64(elapsed.components.seconds) * 1_000_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000)
+            if schedule.isDue(monotonicNow: nanos, jitter: Double.random(in: 0...1)) {
+                do {
+                    let trimmed = try await fs.collectOwnVolume(monotonicNow: nanos, grace: grace)
+                    if trimmed > 0 {
+                        FileHandle.standardError.write(Data("cairn: timed garbage collection trimmed \(trimmed) bytes of this mount's data volume\n".utf8))
+                    }
+                    if try await fs.claimEndedCollection(interval: interval) {
+                        let r = try await collector.collectEnded(sizeOf: sizeOf)
+                        if !r.retired.isEmpty || !r.deleted.isEmpty || r.trimmedBytes > 0 {
+                            FileHandle.standardError.write(Data("cairn: timed garbage collection of ended mounts: retired \(r.retired.sorted()), deleted \(r.deleted.sorted()), trimmed \(r.trimmedBytes) bytes\n".utf8))
+                        }
+                    }
+                } catch {
+                    FileHandle.standardError.write(Data("cairn: timed garbage collection: \(error)\n".utf8))
+                }
+            }
+            try? await Task.sleep(for: tick)
         }
     }
 

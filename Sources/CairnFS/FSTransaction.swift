@@ -113,6 +113,8 @@ struct FSKeys: Sendable {
     var dataVolumes: String { prefix + "v/" }
     /// A counter `cairn fs gc` bumps to ask every mount to collect its own volume.
     var collectRequest: String { prefix + "gc-request" }
+    /// Which mount last ran the timed collection of ended mounts' volumes, and when.
+    var endedCollection: String { prefix + "gc-ended" }
 
     static func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)

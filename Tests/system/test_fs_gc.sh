@@ -2,8 +2,8 @@
 # Garbage collection of a shared filesystem (cairn fs gc): a live mount trims its
 # overwritten and deleted data, an ended mount's volume is kept while a file references
 # it and deleted once nothing does; the data reads back the same throughout. A file
-# fragmented by 4,000 random writes has its map compacted. Deleting the filesystem
-# deletes its data volumes and metadata.
+# fragmented by 4,000 random writes has its map compacted. Mounts collect by themselves
+# every --gc-interval. Deleting the filesystem deletes its data volumes and metadata.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
 start_cluster 2
@@ -73,6 +73,35 @@ node = json.loads(base64.b64decode(json.load(urllib.request.urlopen(req))["kv"][
 assert len(node["slices"]) <= 2048, len(node["slices"])
 print("fragmented file reads back on both mounts; its map has %d slices" % len(node["slices"]))
 PY
+
+log "timed collection (--gc-interval), without cairn fs gc: an ended mount's volume goes, a live mount trims its own"
+fs_mount home "$T/d"
+D=$MOUNT_PID
+VD=$(sed -n 's/.*(data volume \(home\.d\.[0-9a-f]*\)).*/\1/p' "$T/mount-$((${#MOUNT_PIDS[@]} - 1)).log")
+[ -n "$VD" ] || fail "no data volume in mount d's log"
+head -c 1048576 /dev/urandom > "$T/a/k0"
+cp "$T/a/k0" "$T/d/k"
+fs_umount "$T/d" "$D"
+"$CAIRN" volume list | grep -q "$VD" || fail "$VD is gone before any collection"
+fs_mount home "$T/c" --gc-interval 2s --gc-grace 1s
+C=$MOUNT_PID
+CLOG="$T/mount-$((${#MOUNT_PIDS[@]} - 1)).log"
+head -c 3145728 /dev/urandom > "$T/c/m"; head -c 3145728 /dev/urandom > "$T/m"; cp "$T/m" "$T/c/m"
+cmp "$T/a/k0" "$T/c/k" || fail "k differs before the timed collection"
+rm "$T/c/k"
+for _ in $(seq 1 60); do
+    "$CAIRN" volume list > "$T/volumes.txt"
+    if ! grep -q "$VD" "$T/volumes.txt" && grep -q "timed garbage collection trimmed" "$CLOG"; then break; fi
+    sleep 1
+done
+grep -q "$VD" "$T/volumes.txt" && fail "the ended mount's volume $VD was not deleted by the timed collection: $(cat "$CLOG")"
+grep -q "timed garbage collection of ended mounts: .*deleted \[\"$VD\"\]" "$CLOG" || fail "mount c did not report deleting $VD: $(cat "$CLOG")"
+trimmed=$(sed -n 's/.*timed garbage collection trimmed \([0-9]*\) bytes.*/\1/p' "$CLOG" | awk '{ s += $1 } END { print s + 0 }')
+[ "$trimmed" -ge 3145728 ] || fail "mount c trimmed $trimmed bytes of its own volume, expected at least the overwritten 3 MiB: $(cat "$CLOG")"
+cmp "$T/m" "$T/c/m" || fail "m differs after the timed collection"
+cmp "$T/m" "$T/a/m" || fail "m differs on mount a after the timed collection"
+cmp "$T/f1" "$T/a/f1" || fail "f1 differs after the timed collection"
+fs_umount "$T/c" "$C"
 
 log "deleting the filesystem deletes its data volumes and metadata"
 fs_umount "$T/b2" "$B2"
