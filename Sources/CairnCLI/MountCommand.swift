@@ -77,9 +77,11 @@ struct MountCommand: AsyncParsableCommand {
             let collectLoop = Task {
                 await Self.collectPeriodically(fs, collector, sizeOf: admin.writtenBytes, interval: interval, grace: grace)
             }
+            let replicas = UInt64(max(fsVolume.replicas, 1))
             let handler = FuseHandler(fs: fs, timeouts: FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)) {
+                // Every byte stored takes `replicas` bytes of the cluster's raw space.
                 guard let s = try? await mc.status() else { return (0, 0) }
-                return (s.capacityBytes, s.capacityBytes > s.usedBytes ? s.capacityBytes - s.usedBytes : 0)
+                return (s.capacityBytes / replicas, s.capacityBytes > s.usedBytes ? (s.capacityBytes - s.usedBytes) / replicas : 0)
             }
             let status = try await GatewayStatus.start(http: http, manager: mc, logger: Runtime.logger("cairn.fuse"),
                                                        role: "fuse")

@@ -15,6 +15,17 @@ B=$MOUNT_PID
 VB=$(sed -n 's/.*(data volume \(home\.d\.[0-9a-f]*\)).*/\1/p' "$T/mount-1.log")
 [ -n "$VB" ] || fail "no data volume in mount b's log"
 
+log "statfs: the mount's size is the cluster's raw capacity divided by the replicas (2)"
+"$CAIRN" status --output json > "$T/status.json"
+/usr/bin/python3 - "$T/status.json" "$T/a" <<'PY' || fail "statfs of the mount"
+import json, os, sys
+raw = json.load(open(sys.argv[1]))["capacityBytes"]
+st = os.statvfs(sys.argv[2])
+total = st.f_blocks * st.f_frsize
+assert abs(total - raw // 2) <= 4096, (total, raw)
+assert st.f_bavail * st.f_frsize <= total, (st.f_bavail, total)
+PY
+
 log "overwritten and deleted data on mount a; a kept and a deleted file from mount b"
 head -c 8388608 /dev/urandom > "$T/f1.old"; head -c 8388608 /dev/urandom > "$T/f1"
 head -c 2097152 /dev/urandom > "$T/g"
