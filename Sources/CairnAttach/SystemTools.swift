@@ -110,17 +110,8 @@ enum SystemTools {
         }
     }
 
-    /// Whether `path` is a mountpoint right now (from /proc/self/mountinfo, whose paths
-    /// escape spaces and the like as octal).
-    static func isMountpoint(_ path: String) -> Bool {
-        guard let info = readTrimmed("/proc/self/mountinfo") else { return false }
-        let escaped = path.replacingOccurrences(of: "\\", with: "\\134").replacingOccurrences(of: " ", with: "\\040")
-            .replacingOccurrences(of: "\t", with: "\\011").replacingOccurrences(of: "\n", with: "\\012")
-        return info.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && fields[4] == escaped
-        }
-    }
+    /// Whether `path` is a mountpoint right now.
+    static func isMountpoint(_ path: String) -> Bool { MountInfo.isMountpoint(path) }
 
     /// Whether a block device is held by a mount or another exclusive opener (O_EXCL on a
     /// block device fails with EBUSY then).

@@ -164,14 +164,7 @@ struct LocalCommand: AsyncParsableCommand {
         }
 
         /// Whether /proc/self/mountinfo lists `path` as a mountpoint.
-        static func isMounted(_ path: String) -> Bool {
-            let target = URL(fileURLWithPath: path).standardizedFileURL.path
-            guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-            return info.split(separator: "\n").contains { line in
-                let fields = line.split(separator: " ")
-                return fields.count > 4 && fields[4].replacingOccurrences(of: "\\040", with: " ") == target
-            }
-        }
+        static func isMounted(_ path: String) -> Bool { MountInfo.isMountpoint(path) }
 
         /// Starts a one-member etcd under ROOT/etcd and returns the manager's --meta for it.
         func startEtcd(root: String, children: ChildProcesses) async throws -> String {

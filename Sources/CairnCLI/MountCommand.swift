@@ -214,8 +214,14 @@ struct UmountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "umount", abstract: "Unmount a Cairn FUSE mount (its daemon then exits).")
     @Argument var mountpoint: String
+    @Flag(help: "For a mount that is busy or whose daemon hangs: abort its FUSE connection (waiting and later calls on it fail with ENOTCONN; the daemon still stores what it buffered when it runs again), then detach it even if files are open.")
+    var force = false
 
     func run() async throws {
-        try await runReporting { try FuseSession.unmount(mountpoint, lazy: false) }
+        try await runReporting {
+            guard force else { return try FuseSession.unmount(mountpoint, lazy: false) }
+            try FuseSession.abortConnection(mountpoint)
+            try FuseSession.unmount(mountpoint, lazy: true)
+        }
     }
 }

@@ -45,12 +45,43 @@ public enum FuseSession {
     /// loop then ends. `lazy` detaches even while files are open or a process has its
     /// working directory inside.
     public static func unmount(_ mountpoint: String, lazy: Bool) throws {
+        guard MountInfo.isMountpoint(mountpoint) else { throw CairnError.notFound("\(mountpoint) is not mounted") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", lazy ? "exec fusermount3 -u -z \"$0\"" : "exec fusermount3 -u \"$0\"", mountpoint]
         try p.run()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { throw CairnError.io("fusermount3 -u \(mountpoint) failed") }
+    }
+
+    /// The kernel's control files of FUSE connections (the fusectl filesystem).
+    static let connectionsDirectory = "/sys/fs/fuse/connections"
+
+    /// Aborts the FUSE connection of the mount at `mountpoint`: every request waiting on
+    /// its daemon fails (ENOTCONN) and the daemon's loop ends. The connection is found
+    /// from mountinfo (its device minor), never by touching the path, which a hung daemon
+    /// would block. Mounts fusectl on its usual place when nothing is mounted there.
+    public static func abortConnection(_ mountpoint: String) throws {
+        guard let entry = MountInfo.mount(at: MountInfo.absolute(mountpoint), in: MountInfo.current()) else {
+            throw CairnError.notFound("\(mountpoint) is not mounted")
+        }
+        guard entry.fsType.hasPrefix("fuse") else {
+            throw CairnError.invalidArgument("\(mountpoint) is a \(entry.fsType) mount, not a FUSE mount")
+        }
+        guard let minor = entry.device.split(separator: ":").last.flatMap({ Int($0) }) else {
+            throw CairnError.internalError("mountinfo gives \(mountpoint) the device '\(entry.device)'")
+        }
+        if MountInfo.mount(at: connectionsDirectory, in: MountInfo.current()) == nil {
+            guard mount("fusectl", connectionsDirectory, "fusectl", 0, nil) == 0 else {
+                throw CairnError.unavailable("cannot mount fusectl on \(connectionsDirectory) to abort the connection: \(String(cString: strerror(errno)))")
+            }
+        }
+        let abort = "\(connectionsDirectory)/\(minor)/abort"
+        guard let handle = FileHandle(forWritingAtPath: abort) else {
+            throw CairnError.io("cannot open \(abort): \(String(cString: strerror(errno)))")
+        }
+        defer { try? handle.close() }
+        try handle.write(contentsOf: Data("1".utf8))
     }
 
     /// `mounted` runs once the kernel has the mount, before requests are served.

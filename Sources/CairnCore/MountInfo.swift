@@ -1,5 +1,9 @@
-// /proc/self/mountinfo, parsed: the node service asks the kernel what is mounted instead
-// of remembering it, so a restarted plugin sees exactly what its predecessor left.
+// /proc/self/mountinfo, parsed: the CSI node service asks the kernel what is mounted
+// instead of remembering it, so a restarted plugin sees exactly what its predecessor left;
+// attach, local up and umount ask it whether a path is a mountpoint without touching the
+// path (a hung FUSE daemon would block a stat of it).
+import Foundation
+
 public struct MountEntry: Sendable, Equatable {
     public var mountID: Int
     /// major:minor of the mounted device.
@@ -50,13 +54,35 @@ public enum MountInfo {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// This process's mounts now (none if the file cannot be read).
+    public static func current() -> [MountEntry] {
+        parse((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "")
+    }
+
+    /// Whether `path` (absolute or relative to the working directory) is a mountpoint now.
+    public static func isMountpoint(_ path: String) -> Bool {
+        mount(at: absolute(path), in: current()) != nil
+    }
+
+    /// `path` made absolute against the working directory, with "." and ".." resolved as
+    /// text: nothing touches the filesystem (a stat of a hung FUSE mount would block).
+    /// Symbolic links are not followed, as mountinfo does not follow them either.
+    public static func absolute(_ path: String) -> String {
+        let full = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var parts: [Substring] = []
+        for c in full.split(separator: "/") where c != "." {
+            if c == ".." { _ = parts.popLast() } else { parts.append(c) }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
     /// The last (topmost) mount at `path`, if any.
     public static func mount(at path: String, in entries: [MountEntry]) -> MountEntry? {
         let p = normalise(path)
         return entries.last { $0.mountPoint == p }
     }
 
-    static func normalise(_ path: String) -> String {
+    public static func normalise(_ path: String) -> String {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
         return p

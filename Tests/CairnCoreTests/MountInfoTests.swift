@@ -1,5 +1,5 @@
 import XCTest
-@testable import CairnCSI
+@testable import CairnCore
 
 final class MountInfoTests: XCTestCase {
     func testParsesLinesWithOptionalFieldsAndEscapes() {
@@ -19,10 +19,9 @@ final class MountInfoTests: XCTestCase {
         XCTAssertNil(MountInfo.mount(at: "/elsewhere", in: m))
     }
 
-    func testCairnNamesAreStable() {
-        XCTAssertEqual(VolumeNames.cairnName("pvc-1234", kind: .block), "pvc-1234")
-        let long = String(repeating: "x", count: 100)
-        XCTAssertEqual(VolumeNames.cairnName(long, kind: .block), VolumeNames.cairnName(long, kind: .block))
-        XCTAssertTrue(VolumeNames.cairnName("Upper_Case", kind: .block).hasPrefix("csi-"))
+    func testAbsolutePathsAreResolvedAsText() {
+        XCTAssertEqual(MountInfo.absolute("/a/./b/../c/"), "/a/c")
+        XCTAssertEqual(MountInfo.absolute("/.."), "/")
+        XCTAssertEqual(MountInfo.absolute("x/y"), FileManager.default.currentDirectoryPath + "/x/y")
     }
 }
