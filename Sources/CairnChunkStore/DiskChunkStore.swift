@@ -4,9 +4,10 @@
 // epochs/<volume hex 16> (see EpochStore.swift), journal (see Journal.swift).
 //
 // Threads: mutations are queued to one committer thread (group commit through the
-// journal, then apply, then the callers resume); reads, block tables and raw block reads
-// run on a concurrent dispatch queue under the chunk's shared lock. Nothing blocks the
-// Swift cooperative pool.
+// journal, then apply, then the callers resume); a checkpointer thread syncs the chunk
+// files of the previous journal generation and retires it (see Journal.swift) while the
+// committer goes on; reads, block tables and raw block reads run on a concurrent dispatch
+// queue under the chunk's shared lock. Nothing blocks the Swift cooperative pool.
 import CairnCore
 import Foundation
 import Glibc
@@ -37,9 +38,35 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
     private var failure: CairnError?
     private let committerDone = DispatchSemaphore(value: 0)
 
-    /// Committer-thread state: files and directories to sync at the next checkpoint.
+    /// Committer-thread state: files and directories the generation being appended touched.
     private var dirtyChunks = Set<ChunkKey>()
     private var dirtyDirectories = Set<String>()
+
+    /// Guards the checkpointer's fields below it (never taken with `state` held, nor
+    /// `state` with it held).
+    private let checkpointState = NSCondition()
+    /// The background checkpoint handed over and not finished (at most one).
+    private var checkpointJob: CheckpointJob?
+    /// Set when a background checkpoint failed or was abandoned by a simulated crash; the
+    /// committer cannot rotate again.
+    private var checkpointFailure: CairnError?
+    private var checkpointerStopping = false
+    private var crashing = false
+    /// Test hook: the checkpointer waits at this stage while it is set (see `CheckpointStage`).
+    var checkpointHold: CheckpointStage? {
+        get { checkpointState.withLock { hold } }
+        set { checkpointState.withLock { hold = newValue; checkpointState.broadcast() } }
+    }
+    private var hold: CheckpointStage?
+    /// Test hook: the stage the checkpointer is held at now, if any.
+    var checkpointHeldAt: CheckpointStage? { checkpointState.withLock { heldAt } }
+    private var heldAt: CheckpointStage?
+    private let checkpointerDone = DispatchSemaphore(value: 0)
+    /// Committer-thread state: bytes applied to each chunk file since its writeback was last
+    /// started (see `startWriteback`).
+    private var unsubmittedBytes: [ChunkKey: Int] = [:]
+    /// Applied bytes of one chunk file after which its writeback is started.
+    static let writebackStartBytes = 1 << 20
 
     public init(directory: String, chunkSize: Int = chunkSizeDefault, journalBytes: Int = 256 << 20) throws {
         geometry = try ChunkGeometry(chunkSize: chunkSize)
@@ -55,11 +82,14 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
         journal = try Journal(path: "\(directory)/journal", capacity: journalBytes, chunkSize: chunkSize)
         if try journal.openHeader() {
             try journal.replay { record, payload in try apply(record, payload: payload, replaying: true) }
-            try checkpoint()
+            try checkpointNow()
         }
         let thread = Thread { [self] in runCommitter() }
         thread.name = "cairn-chunk-committer"
         thread.start()
+        let checkpointer = Thread { [self] in runCheckpointer() }
+        checkpointer.name = "cairn-chunk-checkpointer"
+        checkpointer.start()
     }
 
     /// A copy-up cut off by a crash leaves its temporary file ("N.chunk.copy"); it was
@@ -232,14 +262,25 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
             return stopping
         }
         guard !alreadyStopping else { return }
+        if !wanted {
+            // A crash: a checkpoint not finished is abandoned (its header never written), and
+            // a committer waiting for it fails its round instead.
+            checkpointState.withLock {
+                crashing = true
+                checkpointFailure = checkpointFailure ?? .unavailable("chunk store \(directory) is closed")
+                checkpointState.broadcast()
+            }
+        }
         committerDone.wait()
+        checkpointState.withLock { checkpointerStopping = true; checkpointState.broadcast() }
+        checkpointerDone.wait()
         defer {
             files.removeAll()
             journal.close()
             state.withLock { closed = true }
         }
         let failed = state.withLock { failure }
-        if wanted && failed == nil { try checkpoint() }
+        if wanted && failed == nil { try checkpointNow() }
     }
 
     // MARK: Committer
@@ -350,7 +391,7 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
             } catch {
                 mutation.failure = error  // The copy failed, the store did not.
             }
-            if mutation.result == 1 { try checkpoint() }
+            if mutation.result == 1 { try checkpointNow() }
         case .deleteChunk:
             try append(JournalRecord(type: .deleteChunk, key: mutation.key), .none, to: &batch)
         case .deleteVolume:
@@ -405,7 +446,7 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
         let size = record.encodedBytes
         if batch.records.byteCount + size > min(journal.bytesFree, Self.batchBytesMax) { try flush(&batch) }
         if size > journal.bytesFree {
-            try checkpoint()
+            try rotate(waiting: true)
             batch = CommitBatch(journal.newBatch())
         }
         if case .data(let mutation, let range) = payload, case .write(_, let data) = mutation.kind {
@@ -424,8 +465,9 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
             for (record, payload) in batch.pending {
                 try payload.withBytes { try apply(record, payload: $0, replaying: false) }
             }
+            try startWriteback()
         }
-        if journal.needsCheckpoint { try checkpoint() }
+        if journal.segmentHalfFull { try rotate(waiting: false) }
         batch = CommitBatch(journal.newBatch())
     }
 
@@ -452,32 +494,141 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
                 }
             }
             dirtyChunks.insert(key)
+            if !replaying && record.type != .trim { unsubmittedBytes[key, default: 0] += record.length }
         case .deleteChunk:
             try files.removeFile(key)
             dirtyChunks.remove(key)
+            unsubmittedBytes[key] = nil
             dirtyDirectories.insert(files.volumeDirectory(key.volume))
         case .deleteVolume:
             try files.removeVolume(key.volume)
             dirtyChunks = dirtyChunks.filter { $0.volume != key.volume }
+            unsubmittedBytes = unsubmittedBytes.filter { $0.key.volume != key.volume }
             dirtyDirectories.remove(files.volumeDirectory(key.volume))
             dirtyDirectories.insert(chunksRoot)
         }
     }
 
-    /// Syncs everything the current generation's records touched, then starts a new one.
+    /// Starts the writeback of chunk files with at least `writebackStartBytes` applied since
+    /// the last start, so the page cache drains to the disk while writes continue and a
+    /// checkpoint's fdatasync finds little left to write (it waits, not the writes).
+    private func startWriteback() throws {
+        for (key, bytes) in unsubmittedBytes where bytes >= Self.writebackStartBytes {
+            unsubmittedBytes[key] = nil
+            try files.withFile(key, create: false) { file in
+                if let file { Sys.startWriteback(file.fd) }
+            }
+        }
+    }
+
+    /// Committer: hands the generation being appended to the checkpointer and appends the
+    /// next one. A running checkpoint is waited for (`waiting`: the segment is full) or
+    /// leaves everything as it is.
+    private func rotate(waiting: Bool) throws {
+        try checkpointState.withLock {
+            while checkpointJob != nil && checkpointFailure == nil {
+                guard waiting else { return }
+                checkpointState.wait()
+            }
+            if let checkpointFailure { throw checkpointFailure }
+            journal.rotate()
+            checkpointJob = CheckpointJob(generation: journal.generation - 1, chunks: dirtyChunks,
+                                          directories: dirtyDirectories)
+            checkpointState.broadcast()
+        }
+        dirtyChunks.removeAll()
+        dirtyDirectories.removeAll()
+    }
+
+    /// Checkpoints on the calling thread (the committer, or open and close while it does not
+    /// run): waits for a background checkpoint, syncs what the live records touched, and
+    /// retires every live generation, one header at a time.
+    private func checkpointNow() throws {
+        try checkpointState.withLock {
+            while checkpointJob != nil && checkpointFailure == nil { checkpointState.wait() }
+            if let checkpointFailure { throw checkpointFailure }
+        }
+        try sync(chunks: dirtyChunks, directories: dirtyDirectories)
+        if journal.oldestGeneration < journal.generation {
+            try journal.retire(journal.oldestGeneration)  // After a replay of two generations.
+        }
+        journal.rotate()
+        try journal.retire(journal.generation - 1)
+        dirtyChunks.removeAll()
+        dirtyDirectories.removeAll()
+        unsubmittedBytes.removeAll()
+    }
+
     /// Linux fsync flushes the file's dirty pages whichever descriptor wrote them, so files
-    /// evicted from the cache since are simply reopened.
-    private func checkpoint() throws {
-        for key in dirtyChunks {
+    /// evicted from the cache since are simply reopened; files and directories deleted since
+    /// were deleted by later records, which are replayed after these.
+    private func sync(chunks: Set<ChunkKey>, directories: Set<String>) throws {
+        for key in chunks {
             try files.withFile(key, create: false) { file in
                 if let file { try Sys.fdatasync(file.fd, file.path) }
             }
         }
-        for path in dirtyDirectories { try Sys.fsyncDirectory(path) }
-        try journal.startNextGeneration()
-        dirtyChunks.removeAll()
-        dirtyDirectories.removeAll()
+        for path in directories { try Sys.fsyncDirectory(path) }
     }
+
+    // MARK: Checkpointer
+
+    private func runCheckpointer() {
+        while let job = nextCheckpoint() {
+            guard proceed(past: .beforeSync) else { continue }
+            do {
+                try sync(chunks: job.chunks, directories: job.directories)
+                guard proceed(past: .beforeHeader) else { continue }
+                try journal.retire(job.generation)
+                checkpointState.withLock { checkpointJob = nil; checkpointState.broadcast() }
+            } catch {
+                let failure = (error as? CairnError) ?? .io("\(error)")
+                state.withLock { self.failure = failure }
+                checkpointState.withLock { checkpointFailure = failure; checkpointState.broadcast() }
+            }
+        }
+        checkpointerDone.signal()
+    }
+
+    /// Waits for a job; nil once stopping with none left (or crashing).
+    private func nextCheckpoint() -> CheckpointJob? {
+        checkpointState.lock()
+        defer { checkpointState.unlock() }
+        while true {
+            if crashing { return nil }
+            if let job = checkpointJob, checkpointFailure == nil { return job }
+            if checkpointerStopping { return nil }
+            checkpointState.wait()
+        }
+    }
+
+    /// Waits while a test holds the checkpointer at `stage`; false once a simulated crash
+    /// began (the job is abandoned: its header is never written).
+    private func proceed(past stage: CheckpointStage) -> Bool {
+        checkpointState.withLock {
+            while hold == stage && !crashing && !checkpointerStopping {
+                heldAt = stage
+                checkpointState.wait()
+            }
+            heldAt = nil
+            return !crashing
+        }
+    }
+}
+
+/// A generation handed to the checkpointer: what its records touched.
+struct CheckpointJob {
+    let generation: UInt64
+    let chunks: Set<ChunkKey>
+    let directories: Set<String>
+}
+
+/// Where a test may hold a background checkpoint (`DiskChunkStore.checkpointHold`).
+enum CheckpointStage {
+    /// Before any file of the generation is synced.
+    case beforeSync
+    /// After the files are synced, before the header that retires the generation.
+    case beforeHeader
 }
 
 /// A queued mutation and the caller waiting for it.

@@ -91,6 +91,14 @@ enum Sys {
         guard Glibc.fsync(fd) == 0 else { throw error("fsync", path) }
     }
 
+    /// Starts writeback of the file's dirty pages without waiting for it
+    /// (sync_file_range(SYNC_FILE_RANGE_WRITE)). Best effort: it makes a later fdatasync
+    /// find less to write, but durability still comes only from that fdatasync, which also
+    /// reports any write error, so a failure here is ignored.
+    static func startWriteback(_ fd: Int32) {
+        _ = cairn_start_writeback(fd)
+    }
+
     /// fsync of a directory, so entries created, renamed or removed in it are durable.
     static func fsyncDirectory(_ path: String) throws {
         guard let fd = try open(path, O_RDONLY | O_DIRECTORY, missingOK: true) else { return }

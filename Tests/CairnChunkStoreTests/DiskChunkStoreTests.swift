@@ -4,10 +4,10 @@ import XCTest
 @testable import CairnChunkStore
 
 final class DiskChunkStoreTests: XCTestCase {
-    private var directory = ""
+    var directory = ""
     private var stores: [DiskChunkStore] = []
-    private let chunkSize = 1 << 20
-    private let journalBytes = 4 << 20
+    let chunkSize = 1 << 20
+    let journalBytes = 4 << 20
 
     override func setUp() {
         directory = "/tmp/cairn-chunkstore-\(UUID().uuidString)"
@@ -18,20 +18,20 @@ final class DiskChunkStoreTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private func open(chunkSize: Int? = nil) throws -> DiskChunkStore {
+    func open(chunkSize: Int? = nil) throws -> DiskChunkStore {
         let store = try DiskChunkStore(directory: directory, chunkSize: chunkSize ?? self.chunkSize, journalBytes: journalBytes)
         stores.append(store)
         return store
     }
 
-    private func chunkPath(_ key: ChunkKey) -> String {
+    func chunkPath(_ key: ChunkKey) -> String {
         "\(directory)/chunks/\(ChunkKey.hex(key.volume))/\(key.chunk).chunk"
     }
 
-    private var dataOffset: Int { ChunkFile.tableBytes(try! ChunkGeometry(chunkSize: chunkSize)) }
+    var dataOffset: Int { ChunkFile.tableBytes(try! ChunkGeometry(chunkSize: chunkSize)) }
 
     /// Overwrites bytes of a file, as a disk or a lost page cache would.
-    private func overwrite(_ path: String, at offset: Int, with bytes: [UInt8]) throws {
+    func overwrite(_ path: String, at offset: Int, with bytes: [UInt8]) throws {
         let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: path))
         try handle.seek(toOffset: UInt64(offset))
         try handle.write(contentsOf: Data(bytes))

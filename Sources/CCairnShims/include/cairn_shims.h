@@ -14,6 +14,10 @@ uint32_t cairn_crc32c(uint32_t crc, const void *data, size_t len);
 /// file system cannot). Holes stay holes if `out_fd` starts sparse. 0, or -errno.
 int cairn_copy_sparse(int in_fd, int out_fd, int64_t length);
 
+/// Starts writeback of every dirty page of `fd` without waiting for it
+/// (sync_file_range(SYNC_FILE_RANGE_WRITE)). 0, or -errno.
+int cairn_start_writeback(int fd);
+
 /// Adds "close every descriptor from `from` up" to a posix_spawn_file_actions_t.
 int cairn_spawn_addclosefrom(void *actions, int from);
 
