@@ -70,12 +70,27 @@ public final class DataConnection: @unchecked Sendable {
 }
 
 /// Event-loop-confined bookkeeping of one connection's pending requests.
+///
+/// Timeouts: each pending request carries its deadline, and one repeating sweep per
+/// connection (every `sweepInterval`, while requests with a deadline are pending) fails
+/// the expired ones. A scheduled task per request would cost a heap insertion on the
+/// event loop's timer heap per call and, never cancelled on success, keep every answered
+/// request's timer (and its closure) there for the whole timeout: at 10k requests per
+/// second and 30 s that heap held hundreds of thousands of dead timers.
 final class DataClientHandler: ChannelInboundHandler {
     typealias InboundIn = ResponseFrame
+    struct Pending {
+        let promise: EventLoopPromise<ResponseFrame>
+        let deadline: NIODeadline?
+        let timeout: TimeAmount?
+    }
+    /// How often expired requests are looked for: a timeout fires up to this late.
+    static let sweepInterval = TimeAmount.milliseconds(100)
     private var nextID: UInt64 = 1
-    private var pending: [UInt64: EventLoopPromise<ResponseFrame>] = [:]
+    private var pending: [UInt64: Pending] = [:]
     private var closed = false
     private let flusher = FlushCoalescer()
+    private var sweeper: RepeatedTask?
 
     func send(_ request: DataRequest, promise: EventLoopPromise<ResponseFrame>, channel: Channel, timeout: TimeAmount?) {
         guard !closed, channel.isActive else {
@@ -84,20 +99,40 @@ final class DataClientHandler: ChannelInboundHandler {
         }
         let id = nextID
         nextID += 1
-        pending[id] = promise
+        pending[id] = Pending(promise: promise, deadline: timeout.map { .now() + $0 }, timeout: timeout)
         writeFrame(request.frame(id: id, allocator: channel.allocator), to: channel, flush: false)
         flusher.flushSoon(channel)
-        if let timeout {
-            channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
-                guard let self, let p = self.pending.removeValue(forKey: id) else { return }
-                p.fail(CairnError.unavailable("storage node did not answer within \(timeout.nanoseconds / 1_000_000) ms"))
+        if timeout != nil && sweeper == nil {
+            sweeper = channel.eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) {
+                [weak self] task in
+                guard let self else { return task.cancel() }
+                self.sweep(now: .now())
             }
+        }
+    }
+
+    /// Fails the requests whose deadline passed; stops sweeping when none has a deadline.
+    func sweep(now: NIODeadline) {
+        var waiting = false
+        for (id, p) in pending {
+            guard let deadline = p.deadline else { continue }
+            if deadline <= now {
+                pending.removeValue(forKey: id)
+                let ms = (p.timeout?.nanoseconds ?? 0) / 1_000_000
+                p.promise.fail(CairnError.unavailable("storage node did not answer within \(ms) ms"))
+            } else {
+                waiting = true
+            }
+        }
+        if !waiting {
+            sweeper?.cancel()
+            sweeper = nil
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        pending.removeValue(forKey: frame.id)?.succeed(frame)
+        pending.removeValue(forKey: frame.id)?.promise.succeed(frame)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -112,9 +147,11 @@ final class DataClientHandler: ChannelInboundHandler {
 
     private func failAll(_ error: Error) {
         closed = true
+        sweeper?.cancel()
+        sweeper = nil
         let all = pending
         pending.removeAll()
-        for (_, p) in all { p.fail(error) }
+        for (_, p) in all { p.promise.fail(error) }
     }
 }
 

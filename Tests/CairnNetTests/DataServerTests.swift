@@ -92,4 +92,41 @@ final class DataServerTests: XCTestCase {
             XCTAssertEqual(service.onLoop["delete"], [false])
         }
     }
+
+    /// A request the node never answers fails after its timeout (swept, not a timer per
+    /// request); answered requests with a timeout and requests without one are unaffected,
+    /// and the connection keeps serving.
+    func testUnansweredRequestsTimeOutAndOthersDoNot() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let server = DataServer(host: "127.0.0.1", port: 0, secret: "s", service: SlowTrimService(), group: group,
+                                logger: Logger(label: "test"))
+        let port = try await server.start()
+        let connection = try await DataConnection.connect(address: "127.0.0.1:\(port)", secret: "s", client: "t", group: group)
+        let address = ChunkAddress(volume: 1, chunk: 0, epoch: 1)
+        let clock = ContinuousClock()
+        let start = clock.now
+        async let slowWithoutTimeout = connection.expectOK(.trim(address, seq: 1, offset: 0, length: 4096), timeout: nil)
+        do {
+            _ = try await connection.expectOK(.trim(address, seq: 2, offset: 0, length: 4096), timeout: .milliseconds(300))
+            XCTFail("an unanswered request must time out")
+        } catch {
+            XCTAssertTrue("\(error)".contains("did not answer within 300 ms"), "\(error)")
+        }
+        XCTAssertGreaterThanOrEqual(clock.now - start, .milliseconds(300), "not before its deadline")
+        for _ in 0..<100 { _ = try await connection.expectOK(.ping, timeout: .milliseconds(300)) }
+        try await Task.sleep(for: .milliseconds(500))  // past the answered pings' deadlines
+        _ = try await connection.expectOK(.ping, timeout: .milliseconds(300))
+        _ = try await slowWithoutTimeout  // answered after 2 s, no timeout
+        connection.close()
+        await server.stop()
+    }
+}
+
+/// Answers trims after 2 s, everything else at once.
+private final class SlowTrimService: DataService, @unchecked Sendable {
+    func handle(_ request: DataRequest) async throws -> ByteBuffer {
+        if case .trim = request { try await Task.sleep(for: .seconds(2)) }
+        return ByteBuffer()
+    }
 }
