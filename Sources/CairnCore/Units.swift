@@ -96,8 +96,10 @@ public func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
     var acc: UInt64 = 0
     for i in 0..<words {
         acc |= bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-        // Data is rarely zero after its first bytes: stop early every 4 KiB.
-        if i & 511 == 511 && acc != 0 { return false }
+        // Data that is not zero rarely starts with 64 zero bytes: look every 64 bytes, so
+        // a read of random data costs one cache line, not a 4 KiB scan (the NBD gateway
+        // asks this of every read it answers with structured replies).
+        if i & 7 == 7 && acc != 0 { return false }
     }
     for i in (words * 8)..<bytes.count { acc |= UInt64(bytes[i]) }
     return acc == 0
