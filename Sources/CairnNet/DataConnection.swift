@@ -165,33 +165,44 @@ public func parseHostPort(_ address: String) throws -> (String, Int) {
     return (host, port)
 }
 
-/// Keeps one live connection per storage node address and replaces it when it dies.
+/// Keeps live connections to storage nodes and replaces one when it dies: one per
+/// address for callers on no event loop, and one per address and event loop for callers
+/// running on an event loop (a gateway's request tasks run on their client connection's
+/// loop), so such a caller's requests and replies stay on its own thread instead of
+/// crossing to another loop and back (two wake-ups per request).
 public final class DataConnectionPool: @unchecked Sendable {
+    struct Key: Hashable {
+        let address: String
+        let loop: ObjectIdentifier?
+    }
     private let secret: String
     private let client: String
     private let group: EventLoopGroup
-    private let connections = Locked<[String: Task<DataConnection, Error>]>([:])
+    private let connections = Locked<[Key: Task<DataConnection, Error>]>([:])
 
     public init(secret: String, client: String, group: EventLoopGroup) {
         self.secret = secret; self.client = client; self.group = group
     }
 
     public func connection(to address: String) async throws -> DataConnection {
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop
+        let key = Key(address: address, loop: loop.map { ObjectIdentifier($0 as AnyObject) })
         let task: Task<DataConnection, Error> = connections.withLock { connections in
-            if let existing = connections[address] { return existing }
-            let t = Task { [secret, client, group] in
-                try await DataConnection.connect(address: address, secret: secret, client: client, group: group)
+            if let existing = connections[key] { return existing }
+            let on: EventLoopGroup = loop ?? group
+            let t = Task { [secret, client] in
+                try await DataConnection.connect(address: address, secret: secret, client: client, group: on)
             }
-            connections[address] = t
+            connections[key] = t
             return t
         }
         do {
             let conn = try await task.value
             if conn.isActive { return conn }
-            drop(address, task: task)
+            drop(key, task: task)
             return try await connection(to: address)
         } catch {
-            drop(address, task: task)
+            drop(key, task: task)
             throw error
         }
     }
@@ -201,10 +212,10 @@ public final class DataConnectionPool: @unchecked Sendable {
         try await connection(to: address).expectOK(request, timeout: timeout)
     }
 
-    private func drop(_ address: String, task: Task<DataConnection, Error>) {
+    private func drop(_ key: Key, task: Task<DataConnection, Error>) {
         connections.withLock { connections in
             // Only forget the entry if nobody replaced it in the meantime.
-            if let current = connections[address], current == task { connections[address] = nil }
+            if let current = connections[key], current == task { connections[key] = nil }
         }
     }
 
