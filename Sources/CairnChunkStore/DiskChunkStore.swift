@@ -61,6 +61,9 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
     /// Test hook: the stage the checkpointer is held at now, if any.
     var checkpointHeldAt: CheckpointStage? { checkpointState.withLock { heldAt } }
     private var heldAt: CheckpointStage?
+    /// Test hook: the committer waits for a running checkpoint (its segment is full).
+    var committerWaitsForCheckpoint: Bool { checkpointState.withLock { rotationWaiting } }
+    private var rotationWaiting = false
     private let checkpointerDone = DispatchSemaphore(value: 0)
     /// Committer-thread state: bytes applied to each chunk file since its writeback was last
     /// started (see `startWriteback`).
@@ -391,7 +394,10 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
             } catch {
                 mutation.failure = error  // The copy failed, the store did not.
             }
-            if mutation.result == 1 { try checkpointNow() }
+            if mutation.result == 1 {
+                try checkpointNow()
+                batch = CommitBatch(journal.newBatch())  // Of the generation the checkpoint started.
+            }
         case .deleteChunk:
             try append(JournalRecord(type: .deleteChunk, key: mutation.key), .none, to: &batch)
         case .deleteVolume:
@@ -528,8 +534,10 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
         try checkpointState.withLock {
             while checkpointJob != nil && checkpointFailure == nil {
                 guard waiting else { return }
+                rotationWaiting = true
                 checkpointState.wait()
             }
+            rotationWaiting = false
             if let checkpointFailure { throw checkpointFailure }
             journal.rotate()
             checkpointJob = CheckpointJob(generation: journal.generation - 1, chunks: dirtyChunks,

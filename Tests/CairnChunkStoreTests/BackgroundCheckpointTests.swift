@@ -128,7 +128,7 @@ extension DiskChunkStoreTests {
                     done.add(offset)
                 }
             }
-            try await eventually("the segment fills") { store.journal.bytesFree < Self.piece + JournalRecord.headerBytes }
+            try await eventually("the segment fills") { store.committerWaitsForCheckpoint }
             XCTAssertEqual(store.journal.generation, 2, "no rotation onto generation 1's segment")
             XCTAssertEqual(store.journal.oldestGeneration, 1)
             if crash {
@@ -158,6 +158,51 @@ extension DiskChunkStoreTests {
             }
             try? FileManager.default.removeItem(atPath: directory)
         }
+    }
+
+    /// A copy-up checkpoints synchronously (a new generation) in the middle of a committer
+    /// round; the writes queued behind it in the same round go to the new generation and
+    /// survive a crash. The round is assembled while the committer waits for a held
+    /// checkpoint.
+    func testWritesInTheRoundOfACopyAreJournaledAfterItsCheckpoint() async throws {
+        let store = try open(chunkSize: Self.bigChunk)
+        let source = ChunkKey(volume: 6, chunk: 0), target = ChunkKey(volume: 7, chunk: 0)
+        let filler = ChunkKey(volume: 6, chunk: 1), later = ChunkKey(volume: 6, chunk: 2)
+        try await store.write(source, offset: 0, data: pattern(Self.piece, seed: 50), version: v(1, 1))
+        store.checkpointHold = .beforeSync
+        let first = try await writeUntilGeneration(store, 2, filler, seed: 51)
+        // One write more than generation 2's segment holds: the last one waits.
+        let blocking = store.journal.bytesFree / (Self.piece + JournalRecord.headerBytes) + 1
+        let blocker = Task {
+            for i in 0..<blocking {
+                try await store.write(filler, offset: first + i * Self.piece, data: pattern(Self.piece, seed: 51), version: v(1, 1))
+            }
+        }
+        try await eventually("the committer waits for the checkpoint") { store.committerWaitsForCheckpoint }
+        let copy = Task { try await store.copyChunk(from: source, to: target) }
+        try await eventually("the copy is queued") { store.mutationsPending == 1 }
+        let writes = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<3 {  // Less than half a segment: no checkpoint syncs them.
+                    group.addTask {
+                        try await store.write(later, offset: i * Self.piece, data: pattern(Self.piece, seed: 52), version: v(1, 1))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await eventually("the writes are queued behind it") { store.mutationsPending == 4 }
+        store.checkpointHold = nil
+        try await blocker.value
+        let copied = try await copy.value
+        XCTAssertTrue(copied)
+        try await writes.value
+        store.simulateCrash()
+        try overwrite(chunkPath(later), at: bigDataOffset, with: [UInt8](repeating: 0x5A, count: 3 * Self.piece))
+        let reopened = try open(chunkSize: Self.bigChunk)
+        try await expectPattern(reopened, later, bytes: 3 * Self.piece, seed: 52)
+        try await expectPattern(reopened, target, bytes: Self.piece, seed: 50)
+        try await expectPattern(reopened, filler, bytes: first + blocking * Self.piece, seed: 51)
     }
 
     /// A journal whose header is of format 1 (one record area) is replayed and rewritten
