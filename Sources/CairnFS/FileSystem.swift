@@ -4,6 +4,7 @@
 import CairnCore
 import CairnMeta
 import Foundation
+import NIOCore
 
 /// Attribute changes of a setattr; nil fields stay as they are.
 public struct AttributeChanges: Sendable {
@@ -128,9 +129,9 @@ public final class FileSystem: @unchecked Sendable {
     }
 
     /// `node` with this mount's buffered writes `b` (taken before the inode was read).
-    func withBuffered(_ node: Inode, _ b: (flushing: Extents?, pending: Extents?, mtime: FSTime?)) -> Inode {
+    func withBuffered(_ node: Inode, _ b: BufferedView) -> Inode {
         var node = node
-        let end = max(b.flushing?.end ?? 0, b.pending?.end ?? 0)
+        let end = b.end
         if end > node.size { node.size = end }
         if let m = b.mtime, m.nanoseconds > node.mtime.nanoseconds { node.mtime = m; node.ctime = m }
         return node
@@ -208,26 +209,87 @@ public final class FileSystem: @unchecked Sendable {
     }
 
     public func read(_ ino: InodeNumber, offset: UInt64, length: Int) async throws -> [UInt8] {
-        let b = buffered(ino)  // before the store read: see WriteBuffer.swift
-        var node = try await storedInode(ino)
-        node.size = max(node.size, b.flushing?.end ?? 0, b.pending?.end ?? 0)
-        guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
-        guard offset < node.size, length > 0 else { return [] }
-        let end = min(node.size, offset + UInt64(length))
-        var out = try await readSlices(node.slices, from: offset, to: end)
-        b.flushing?.overlay(&out, from: offset)
-        b.pending?.overlay(&out, from: offset)
+        let parts = try await readBuffers(ino, offset: offset, length: length)
+        var out: [UInt8] = []
+        out.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
+        for p in parts { out.append(contentsOf: p.readableBytesView) }
         return out
     }
 
-    /// The bytes [from, to) of a file with this map (holes as zeroes).
-    func readSlices(_ slices: [Slice], from offset: UInt64, to end: UInt64) async throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: Int(end - offset))
+    /// The file's bytes [offset, offset + length) up to its size, as consecutive buffers:
+    /// the store's buffers as they came (no copy) unless this mount's buffered writes
+    /// overlap the range, then one buffer with them copied over.
+    public func readBuffers(_ ino: InodeNumber, offset: UInt64, length: Int) async throws -> [ByteBuffer] {
+        let b = bufferedLayers(ino)  // before the store read: see WriteBuffer.swift
+        var node = try await storedInode(ino)
+        node.size = max(node.size, b.end)
+        guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
+        guard offset < node.size, length > 0 else { return [] }
+        let end = min(node.size, offset + UInt64(length))
+        let parts = try await readSlices(node.slices, from: offset, to: end)
+        guard b.overlaps(from: offset, to: end) else { return parts }
+        var out = Self.joined(parts)
+        out.withUnsafeMutableReadableBytes { b.overlay($0, from: offset) }
+        return [out]
+    }
+
+    /// Slices of one read being read at once.
+    static let sliceReadsInFlightMax = 16
+
+    /// The bytes [from, to) of a file with this map as consecutive buffers, holes as
+    /// zeroes. The slices are read at once (up to `sliceReadsInFlightMax`).
+    func readSlices(_ slices: [Slice], from offset: UInt64, to end: UInt64) async throws -> [ByteBuffer] {
+        let parts = Self.readParts(slices, from: offset, to: end)
+        var out = [ByteBuffer](repeating: ByteBuffer(), count: parts.count)
+        var reads: [(index: Int, slice: Slice, from: UInt64, length: Int)] = []
+        for (i, p) in parts.enumerated() {
+            if let s = p.slice {
+                reads.append((i, s, s.volumeOffset + (p.range.lowerBound - s.fileOffset), p.range.count))
+            } else {
+                out[i] = ByteBuffer(repeating: 0, count: p.range.count)
+            }
+        }
+        if reads.count == 1 {
+            let r = reads[0]
+            out[r.index] = try await data.read(volume: r.slice.volume, offset: r.from, length: r.length)
+            return out
+        }
+        try await withThrowingTaskGroup(of: (Int, ByteBuffer).self) { group in
+            var next = 0
+            func start() {
+                let r = reads[next]
+                next += 1
+                group.addTask { (r.index, try await self.data.read(volume: r.slice.volume, offset: r.from, length: r.length)) }
+            }
+            while next < min(reads.count, Self.sliceReadsInFlightMax) { start() }
+            for try await (i, b) in group {
+                out[i] = b
+                if next < reads.count { start() }
+            }
+        }
+        return out
+    }
+
+    /// [from, to) cut where the map's slices start and end, each piece with its slice
+    /// (nil: a hole), in file order.
+    static func readParts(_ slices: [Slice], from offset: UInt64, to end: UInt64) -> [(range: Range<UInt64>, slice: Slice?)] {
+        var out: [(range: Range<UInt64>, slice: Slice?)] = []
+        var at = offset
         for s in slices where s.fileEnd > offset && s.fileOffset < end {
             let from = max(s.fileOffset, offset), to = min(s.fileEnd, end)
-            let bytes = try await data.read(volume: s.volume, offset: s.volumeOffset + (from - s.fileOffset), length: Int(to - from))
-            out.replaceSubrange(Int(from - offset)..<Int(to - offset), with: bytes)
+            if from > at { out.append((at..<from, nil)) }
+            out.append((from..<to, s))
+            at = to
         }
+        if at < end { out.append((at..<end, nil)) }
+        return out
+    }
+
+    /// The buffers back to back in one (the buffer itself when there is one).
+    static func joined(_ parts: [ByteBuffer]) -> ByteBuffer {
+        if parts.count == 1 { return parts[0] }
+        var out = ByteBufferAllocator().buffer(capacity: parts.reduce(0) { $0 + $1.readableBytes })
+        for p in parts { out.writeImmutableBuffer(p) }
         return out
     }
 
@@ -541,6 +603,7 @@ public final class FileSystem: @unchecked Sendable {
     }
 
     public func setxattr(_ ino: InodeNumber, _ name: String, _ value: [UInt8], flags: XattrFlags) async throws {
+        noteCapabilityAbsent(ino, false)
         guard !name.isEmpty, name.utf8.count <= Self.nameBytesMax else { throw FSError.range("bad attribute name") }
         guard value.count <= Self.xattrValueBytesMax else { throw FSError.tooBig("attribute value over \(Self.xattrValueBytesMax) bytes") }
         try await modifyDirect(ino) { node in
@@ -549,16 +612,23 @@ public final class FileSystem: @unchecked Sendable {
             if flags.contains(.replace) && !has { throw FSError.noData("no attribute \(name)") }
             node.xattrs[name] = value
         }
+        noteCapabilityAbsent(ino, false)  // again: a getxattr may have raced the change
     }
 
     public func getxattr(_ ino: InodeNumber, _ name: String) async throws -> [UInt8] {
-        guard let v = try await getattr(ino).xattrs[name] else { throw FSError.noData("no attribute \(name)") }
+        let capability = name == Self.capabilityXattr
+        if capability && capabilityKnownAbsent(ino) { throw FSError.noData("no attribute \(name)") }
+        guard let v = try await getattr(ino).xattrs[name] else {
+            if capability { noteCapabilityAbsent(ino, true) }
+            throw FSError.noData("no attribute \(name)")
+        }
         return v
     }
 
     public func listxattr(_ ino: InodeNumber) async throws -> [String] { try await getattr(ino).xattrs.keys.sorted() }
 
     public func removexattr(_ ino: InodeNumber, _ name: String) async throws {
+        noteCapabilityAbsent(ino, false)
         try await modifyDirect(ino) { node in
             guard node.xattrs.removeValue(forKey: name) != nil else { throw FSError.noData("no attribute \(name)") }
         }

@@ -24,7 +24,8 @@ extension FileSystem {
     static let compactPieceBytesMax: UInt64 = 16 << 20
 
     /// Rewrites the runs of a fragmented file as fresh slices (see above). Called
-    /// inside the file's flush, so this mount's flushes of the file wait for it.
+    /// inside the file's flush before its layer leaves, so this mount's later flushes of
+    /// the file wait for it.
     func compactMap(_ ino: InodeNumber) async throws {
         guard let (node, revision) = try await store.getJSON(keys.inode(ino), as: Inode.self),
               node.slices.count > Self.mapSlicesCompactAt else { return }
@@ -33,7 +34,7 @@ extension FileSystem {
         defer { endStore(storing) }
         var fresh: [Slice] = []
         for p in pieces {
-            let bytes = try await readSlices(node.slices, from: p.lowerBound, to: p.upperBound)
+            let bytes = Self.joined(try await readSlices(node.slices, from: p.lowerBound, to: p.upperBound))
             let at = try await data.append(bytes)
             fresh.append(Slice(fileOffset: p.lowerBound, length: UInt64(p.count), volume: at.volume, volumeOffset: at.offset))
         }

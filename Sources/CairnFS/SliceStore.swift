@@ -1,19 +1,30 @@
 // Where file data lives. A mount appends new immutable slices to its own data volume
 // and reads any mount's slices; the metadata store only ever holds their locations.
 import CairnCore
+import NIOCore
 
 public protocol SliceStore: Sendable {
     /// Writes `bytes` durably (acknowledged by every replica) at a place no other slice
     /// uses, and returns where: the file map may reference it from then on.
-    func append(_ bytes: [UInt8]) async throws -> (volume: String, offset: UInt64)
+    func append(_ bytes: ByteBuffer) async throws -> (volume: String, offset: UInt64)
     /// Reads `length` bytes of a slice written by any mount.
-    func read(volume: String, offset: UInt64, length: Int) async throws -> [UInt8]
+    func read(volume: String, offset: UInt64, length: Int) async throws -> ByteBuffer
     /// The volume appends go to, and an offset every append that starts later lands at
     /// or above (the garbage collector's high-water mark, Collector.swift).
     var appendVolume: String { get }
     var appendMark: UInt64 { get }
     /// Gives back ranges (whole blocks) of the append volume that no map references.
     func trimOwn(_ ranges: [Range<UInt64>]) async throws
+}
+
+extension SliceStore {
+    public func append(_ bytes: [UInt8]) async throws -> (volume: String, offset: UInt64) {
+        try await append(ByteBuffer(bytes: bytes))
+    }
+
+    public func readBytes(volume: String, offset: UInt64, length: Int) async throws -> [UInt8] {
+        Array(try await read(volume: volume, offset: offset, length: length).readableBytesView)
+    }
 }
 
 /// Slices in memory, for tests and simulation.
@@ -45,21 +56,21 @@ public final class MemorySliceStore: SliceStore, DataVolumeAdmin, @unchecked Sen
     /// The volumes that exist, for tests.
     public var volumeNames: [String] { volumes.withLock { $0.keys.sorted() } }
 
-    public func append(_ bytes: [UInt8]) async throws -> (volume: String, offset: UInt64) {
+    public func append(_ bytes: ByteBuffer) async throws -> (volume: String, offset: UInt64) {
         let name = volume
         return volumes.withLock { v in
             let offset = UInt64(v[name, default: []].count)
-            v[name, default: []].append(contentsOf: bytes)
+            v[name, default: []].append(contentsOf: bytes.readableBytesView)
             return (name, offset)
         }
     }
 
-    public func read(volume: String, offset: UInt64, length: Int) async throws -> [UInt8] {
+    public func read(volume: String, offset: UInt64, length: Int) async throws -> ByteBuffer {
         try volumes.withLock { v in
             guard let data = v[volume], offset + UInt64(length) <= UInt64(data.count) else {
                 throw FSError.io("slice \(volume)@\(offset)+\(length) does not exist")
             }
-            return Array(data[Int(offset)..<Int(offset) + length])
+            return ByteBuffer(bytes: data[Int(offset)..<Int(offset) + length])
         }
     }
 }

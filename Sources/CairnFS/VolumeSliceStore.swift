@@ -25,8 +25,9 @@ public final class VolumeSliceStore: SliceStore, @unchecked Sendable {
         self.writer = writer; self.openReader = openReader
     }
 
-    public func append(_ bytes: [UInt8]) async throws -> (volume: String, offset: UInt64) {
-        let length = UInt64(bytes.count)
+    /// The bytes go to the volume client as they are (no copy).
+    public func append(_ bytes: ByteBuffer) async throws -> (volume: String, offset: UInt64) {
+        let length = UInt64(bytes.readableBytes)
         let capacity = writer.size
         let offset = try next.withLock { n -> UInt64 in
             guard n + length <= capacity else {
@@ -36,9 +37,9 @@ public final class VolumeSliceStore: SliceStore, @unchecked Sendable {
             return n
         }
         do {
-            try await writer.write(offset: offset, bytes: bytes, fua: true)
+            try await writer.write(offset: offset, data: bytes, fua: true)
         } catch {
-            throw FSError.io("writing \(bytes.count) bytes to \(writer.name): \(error)")
+            throw FSError.io("writing \(bytes.readableBytes) bytes to \(writer.name): \(error)")
         }
         return (writer.name, offset)
     }
@@ -56,9 +57,10 @@ public final class VolumeSliceStore: SliceStore, @unchecked Sendable {
         }
     }
 
-    public func read(volume: String, offset: UInt64, length: Int) async throws -> [UInt8] {
+    /// The volume client's buffer as it came off the wire (no copy).
+    public func read(volume: String, offset: UInt64, length: Int) async throws -> ByteBuffer {
         do {
-            return try await client(volume).readBytes(offset: offset, length: length)
+            return try await client(volume).read(offset: offset, length: length)
         } catch let e as FSError {
             throw e
         } catch {

@@ -3,12 +3,14 @@
 // Shape: libfuse's worker threads call the @convention(c) callbacks of
 // FuseOperations.swift; each copies what it needs out of the request's C memory,
 // starts a Task that runs the CairnFS operation, and replies from that Task (the
-// low-level API allows a reply from any thread). Exactly one reply per request:
+// low-level API allows a reply from any thread). A write that only fills the buffer
+// is done and answered on the worker thread itself (no Task). Exactly one reply per request:
 // `run` replies with the error's errno when the body throws before replying.
 import CairnCore
 import CairnFS
 import CFuse3
 import Foundation
+import NIOCore
 
 /// Runs `body` in a Task; a thrown error becomes the reply (every handler's callbacks).
 func runReplying(_ req: fuse_req_t?, _ body: @escaping @Sendable (Request) async throws -> Void) {
@@ -128,6 +130,24 @@ public final class FuseHandler: @unchecked Sendable {
             _ = b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(b.count, 1)) { p in
                 fuse_reply_buf(req.raw, p, b.count)
             }
+        }
+    }
+
+    /// Replies with the buffers back to back, from their own memory (fuse_reply_iov).
+    func replyBuffers(_ req: Request, _ parts: [ByteBuffer]) {
+        var iov: [iovec] = []
+        iov.reserveCapacity(parts.count)
+        Self.withIovecs(parts[...], &iov) { v in
+            _ = v.withUnsafeBufferPointer { fuse_reply_iov(req.raw, $0.baseAddress, Int32($0.count)) }
+        }
+    }
+
+    /// Calls `body` with iovecs of every buffer's readable bytes (valid only inside it).
+    static func withIovecs(_ parts: ArraySlice<ByteBuffer>, _ iov: inout [iovec], _ body: ([iovec]) -> Void) {
+        guard let first = parts.first else { return body(iov) }
+        first.withUnsafeReadableBytes { b in
+            iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count))
+            withIovecs(parts.dropFirst(), &iov, body)
         }
     }
 

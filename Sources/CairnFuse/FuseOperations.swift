@@ -118,14 +118,26 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.read = { req, ino, size, offset, _ in
         let h = FuseHandler.of(req)
-        h.run(req) { r in h.replyBytes(r, try await h.fs.read(ino, offset: UInt64(offset), length: size)) }
+        h.run(req) { r in h.replyBuffers(r, try await h.fs.readBuffers(ino, offset: UInt64(offset), length: size)) }
     }
+    // The bytes go from libfuse's buffer straight into the file's write buffer, on this
+    // worker thread; only a write that has to wait for a flush continues in a Task.
     ops.write = { req, ino, buf, size, offset, _ in
         let h = FuseHandler.of(req)
-        let bytes = [UInt8](UnsafeRawBufferPointer(start: buf, count: size))
+        let followUp: WriteFollowUp
+        do {
+            followUp = try h.fs.bufferWrite(ino, offset: UInt64(offset), bytes: UnsafeRawBufferPointer(start: buf, count: size))
+        } catch {
+            fuse_reply_err(req, FuseHandler.errno(of: error))
+            return
+        }
+        if case .none = followUp {
+            fuse_reply_write(req, size)
+            return
+        }
         h.run(req) { r in
-            let n = try await h.fs.write(ino, offset: UInt64(offset), bytes: bytes)
-            fuse_reply_write(r.raw, n)
+            try await h.fs.finishWrite(ino, followUp)
+            fuse_reply_write(r.raw, size)
         }
     }
     // Writes wait in the mount's buffer (CairnFS WriteBuffer.swift): flush (every close),

@@ -61,10 +61,12 @@ func writeFrame(_ frame: RequestFrame, to channel: Channel, flush: Bool = true) 
     var header = channel.allocator.buffer(capacity: WireLimits.headerSize)
     var headerOnly = frame
     headerOnly.payload = ByteBuffer()
+    headerOnly.data = ByteBuffer()
     FrameCodec.encode(headerOnly, into: &header)
-    header.setInteger(UInt32(frame.payload.readableBytes), at: header.readerIndex + 16)
+    header.setInteger(UInt32(frame.wireLength), at: header.readerIndex + 16)
     channel.write(NIOAny(header), promise: nil)
     if frame.payload.readableBytes > 0 { channel.write(NIOAny(frame.payload), promise: nil) }
+    if frame.data.readableBytes > 0 { channel.write(NIOAny(frame.data), promise: nil) }
     if flush { channel.flush() }
 }
 

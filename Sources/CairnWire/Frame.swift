@@ -53,9 +53,15 @@ public struct RequestFrame: Sendable {
     public var flags: UInt16
     public var id: UInt64
     public var payload: ByteBuffer
-    public init(opcode: Opcode, flags: UInt16 = 0, id: UInt64, payload: ByteBuffer) {
-        self.opcode = opcode; self.flags = flags; self.id = id; self.payload = payload
+    /// Bytes that follow `payload` on the wire as part of it (a write's data), kept as a
+    /// separate buffer so they are sent without being copied. Decoded frames have none.
+    public var data: ByteBuffer
+    public init(opcode: Opcode, flags: UInt16 = 0, id: UInt64, payload: ByteBuffer, data: ByteBuffer = ByteBuffer()) {
+        self.opcode = opcode; self.flags = flags; self.id = id; self.payload = payload; self.data = data
     }
+
+    /// Bytes of the payload on the wire: `payload` then `data`.
+    public var wireLength: Int { payload.readableBytes + data.readableBytes }
 }
 
 public struct ResponseFrame: Sendable {
@@ -79,10 +85,10 @@ public enum FrameCodec {
         out.writeInteger(frame.opcode.rawValue)
         out.writeInteger(frame.flags)
         out.writeInteger(frame.id)
-        out.writeInteger(UInt32(frame.payload.readableBytes))
+        out.writeInteger(UInt32(frame.wireLength))
         out.writeInteger(UInt32(0))
-        var payload = frame.payload
-        out.writeBuffer(&payload)
+        out.writeImmutableBuffer(frame.payload)
+        out.writeImmutableBuffer(frame.data)
     }
 
     public static func encode(_ frame: ResponseFrame, into out: inout ByteBuffer) {

@@ -87,9 +87,10 @@ public enum DataRequest: Sendable, Equatable {
             b.writeShortString(client)
         case .read(let a, let offset, let length):
             b.writeAddress(a); b.writeInteger(offset); b.writeInteger(length)
-        case .write(let a, let seq, let offset, var data):
-            b.reserveCapacity(32 + data.readableBytes)
-            b.writeAddress(a); b.writeInteger(seq); b.writeInteger(offset); b.writeBuffer(&data)
+        case .write(let a, let seq, let offset, let data):
+            // The data goes as the frame's own buffer: sent after these fields, not copied.
+            b.writeAddress(a); b.writeInteger(seq); b.writeInteger(offset)
+            return RequestFrame(opcode: opcode, id: id, payload: b, data: data)
         case .trim(let a, let seq, let offset, let length):
             b.writeAddress(a); b.writeInteger(seq); b.writeInteger(offset); b.writeInteger(length)
         case .blockTable(let a, let first, let count), .readBlocksRaw(let a, let first, let count):
@@ -120,6 +121,7 @@ public enum DataRequest: Sendable, Equatable {
     /// Decodes and validates a request payload. Anything malformed is `protocolError`.
     public init(frame: RequestFrame) throws {
         var p = frame.payload
+        if frame.data.readableBytes > 0 { p.writeImmutableBuffer(frame.data) }  // a frame built here, not decoded
         func need<T>(_ v: T?) throws -> T {
             guard let v else { throw CairnError.protocolError("truncated \(frame.opcode) request") }
             return v

@@ -91,10 +91,27 @@ final class DataRequestTests: XCTestCase {
     }
 
     func testWriteDataIsTheRestOfThePayload() throws {
-        var frame = DataRequest.write(Fixtures.address, seq: 1, offset: 0, data: ByteBuffer(bytes: [1, 2])).frame(id: 1)
+        var wire = Fixtures.encoded(DataRequest.write(Fixtures.address, seq: 1, offset: 0, data: ByteBuffer(bytes: [1, 2])).frame(id: 1))
+        var frame = try XCTUnwrap(try FrameCodec.decodeRequest(&wire))
         frame.payload.writeInteger(UInt8(3))
         XCTAssertEqual(try DataRequest(frame: frame),
                        .write(Fixtures.address, seq: 1, offset: 0, data: ByteBuffer(bytes: [1, 2, 3])))
+    }
+
+    /// A write's data travels as the frame's own buffer (sent without a copy), yet the
+    /// bytes on the wire are the fixed fields followed by the data, as one payload.
+    func testWriteDataIsSentAfterTheFieldsWithoutBeingCopiedIntoThePayload() throws {
+        let data = ByteBuffer(bytes: [9, 8, 7])
+        let frame = DataRequest.write(Fixtures.address, seq: 5, offset: 6, data: data).frame(id: 1)
+        XCTAssertEqual(frame.payload.readableBytes, Fixtures.writeFixedBytes)
+        XCTAssertEqual(frame.data, data)
+        XCTAssertEqual(frame.wireLength, Fixtures.writeFixedBytes + 3)
+        var wire = Fixtures.encoded(frame)
+        XCTAssertEqual(wire.readableBytes, WireLimits.headerSize + Fixtures.writeFixedBytes + 3)
+        XCTAssertEqual(Array(wire.readableBytesView.suffix(3)), [9, 8, 7])
+        let decoded = try XCTUnwrap(try FrameCodec.decodeRequest(&wire))
+        XCTAssertEqual(decoded.data.readableBytes, 0)
+        XCTAssertEqual(try DataRequest(frame: decoded), .write(Fixtures.address, seq: 5, offset: 6, data: data))
     }
 
     func testPutBlocksAboveTheBlockLimitIsAProtocolError() {
