@@ -19,8 +19,9 @@ struct MountCommand: AsyncParsableCommand {
     @Argument(help: "The filesystem volume (created with `cairn volume create NAME --kind filesystem`).") var name: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
     @Option(name: .customShort("o"), help: "Mount options, comma separated: allow_other, ro.") var options: [String] = []
-    @Option(help: "Seconds the kernel may cache attributes (0: every stat asks the store).") var attrTimeout: Double = 0
-    @Option(help: "Seconds the kernel may cache names.") var entryTimeout: Double = 0
+    @Option(help: "Seconds the kernel may cache attributes. The mount's metadata cache tells the kernel of other mounts' changes as they happen; this bounds how long one can stay unseen while that watch is broken. --attr-timeout 0 --entry-timeout 0: no cache, every stat and lookup asks the store.")
+    var attrTimeout: Double = FuseTimeouts.standardSeconds
+    @Option(help: "Seconds the kernel may cache names (see --attr-timeout).") var entryTimeout: Double = FuseTimeouts.standardSeconds
     @Option(help: "Size of this mount's data volume (thin: space is used as data is written).") var dataVolumeSize: SizeArgument = SizeArgument(argument: "256GiB")!
     @Option(help: "Address to serve /metrics, /healthz and /readyz on (default none: several mounts share a host).")
     var http = "none"
@@ -47,6 +48,10 @@ struct MountCommand: AsyncParsableCommand {
                 default: throw CairnError.invalidArgument("unknown mount option '\(o)': use allow_other, ro")
                 }
             }
+            guard attrTimeout >= 0, entryTimeout >= 0, attrTimeout.isFinite, entryTimeout.isFinite else {
+                throw CairnError.invalidArgument("--attr-timeout and --entry-timeout are seconds, 0 or more")
+            }
+            let timeouts = FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)
             guard name.utf8.count <= Self.nameBytesMax else {
                 throw CairnError.invalidArgument("a filesystem name has at most \(Self.nameBytesMax) characters")
             }
@@ -65,7 +70,7 @@ struct MountCommand: AsyncParsableCommand {
             let perFile = Int(min(writeBuffer.bytes, 1 << 30))
             let fs = FileSystem(store: store, prefix: MetaWire.filesystemPrefix(name), data: slices, mountID: mountID,
                                 buffering: perFile == 0 ? .none : WriteBufferLimits(perFileBytes: perFile, totalBytes: max(perFile * 8, 64 << 20)),
-                                now: Self.wallClock)
+                                caching: !timeouts.strict, now: Self.wallClock)
             try await fs.ensureRoot(uid: getuid(), gid: getgid())
             try await fs.startSession(MountRecord(host: ProcessInfo.processInfo.hostName, pid: getpid(),
                                                   dataVolume: slices.writer.name, started: Self.wallClock()))
@@ -78,7 +83,7 @@ struct MountCommand: AsyncParsableCommand {
                 await Self.collectPeriodically(fs, collector, sizeOf: admin.writtenBytes, interval: interval, grace: grace)
             }
             let replicas = UInt64(max(fsVolume.replicas, 1))
-            let handler = FuseHandler(fs: fs, timeouts: FuseTimeouts(attributes: attrTimeout, entries: entryTimeout)) {
+            let handler = FuseHandler(fs: fs, timeouts: timeouts) {
                 // Every byte stored takes `replicas` bytes of the cluster's raw space.
                 guard let s = try? await mc.status() else { return (0, 0) }
                 return (s.capacityBytes / replicas, s.capacityBytes > s.usedBytes ? (s.capacityBytes - s.usedBytes) / replicas : 0)
@@ -95,6 +100,8 @@ struct MountCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("cairn: signal \(sig): unmounting \(mountpoint)\n".utf8))
                 try? FuseSession.unmount(mountpoint, lazy: true)
             }
+            // After the handler exists: it is the watcher's invalidation handler.
+            let cacheWatcher = Task { await fs.runCacheWatcher() }
             let result: Result<Void, Error> = await withCheckedContinuation { cont in
                 // libfuse's loop blocks its thread: give it one of its own.
                 let t = Thread {
@@ -108,6 +115,7 @@ struct MountCommand: AsyncParsableCommand {
             signals.cancel()
             sessionLoop.cancel()
             collectLoop.cancel()
+            cacheWatcher.cancel()
             do { try await fs.flushAll() } catch {
                 FileHandle.standardError.write(Data("cairn: writes still buffered at unmount were lost: \(error)\n".utf8))
             }

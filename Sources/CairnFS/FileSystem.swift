@@ -69,24 +69,43 @@ public final class FileSystem: @unchecked Sendable {
     /// Writes not yet in the store, by inode (WriteBuffer.swift).
     let buffers = Locked<BufferState>(BufferState())
     let bufferLimits: WriteBufferLimits
+    /// Inodes and entries kept coherent by a watch (MetaCache.swift); nil: every read
+    /// asks the store (strict mode).
+    let cache: MetaCache?
+    /// Told what the kernel must forget after other mounts' changes (CacheWatcher.swift).
+    let invalidationHandler = Locked<(@Sendable ([CacheInvalidation]) async -> Void)?>(nil)
 
     /// - Parameters:
     ///   - prefix: where this filesystem's keys live, e.g. "/fs/home/".
     ///   - mountID: this mount's id, unique among the filesystem's mounts.
     ///   - buffering: how much written data may wait before going to the store; `.none`
     ///     stores every write before acknowledging it.
+    ///   - caching: keep a cache of inodes and entries (needs `runCacheWatcher` running;
+    ///     until its first pass every read goes to the store).
     public init(store: MetaStore, prefix: String, data: SliceStore, mountID: String = "local",
-                buffering: WriteBufferLimits = .none, now: @escaping @Sendable () -> FSTime) {
+                buffering: WriteBufferLimits = .none, caching: Bool = false, now: @escaping @Sendable () -> FSTime) {
         precondition(prefix.hasSuffix("/"), "a filesystem prefix ends with '/'")
         self.store = store; self.keys = FSKeys(prefix: prefix); self.data = data; self.now = now
         self.mountID = mountID; self.bufferLimits = buffering
+        self.cache = caching ? MetaCache(keys: keys) : nil
     }
 
+    /// Runs `body` until its transaction commits. A first attempt may read from the
+    /// cache; a commit that fails, or an error the body threw after reading cached
+    /// values, is tried again reading the store, so no answer rests on a stale cache.
     func transact<R>(_ body: (FSTransaction) async throws -> R) async throws -> R {
+        var cachedReads = cache != nil
         for _ in 0..<Self.attemptsMax {
-            let t = FSTransaction(store: store)
-            let r = try await body(t)
+            let t = FSTransaction(store: store, cache: cache, cachedReads: cachedReads)
+            let r: R
+            do {
+                r = try await body(t)
+            } catch where error is FSError && t.usedCache {
+                cachedReads = false
+                continue
+            }
             if try await t.commit() { return r }
+            cachedReads = false
             // A lost race may mean another mount started: look again before trusting the view.
             if t.usedSessionView { sessionView.withLock { $0 = nil } }
         }
@@ -125,7 +144,28 @@ public final class FileSystem: @unchecked Sendable {
     /// The inode as this mount sees it: its buffered writes count in size and mtime.
     public func getattr(_ ino: InodeNumber) async throws -> Inode {
         let b = buffered(ino)
-        return withBuffered(try await storedInode(ino), b)
+        return withBuffered(try await currentInode(ino), b)
+    }
+
+    /// The inode from the cache, else from the store.
+    func currentInode(_ ino: InodeNumber) async throws -> Inode {
+        if let hit = cache?.inode(ino) { return hit.node }
+        return try await storedInode(ino)
+    }
+
+    /// open: the inode read from the store (one round trip, whatever the cache holds), so
+    /// an open after another mount's close sees that close's data and attributes. The
+    /// cache takes the value (unless it holds a newer one). An inode without names that
+    /// this mount does not have open cannot be opened by name any more (a stale kernel
+    /// entry of a name another mount removed): ENOENT, as if its lookup had failed, so
+    /// OpenHandles.swift's rule that such an inode is never opened again still holds.
+    public func revalidate(_ ino: InodeNumber) async throws -> Inode {
+        let b = buffered(ino)
+        let node = try await storedInode(ino)
+        if node.nlink == 0 && openHandles.withLock({ $0[ino, default: 0] == 0 }) {
+            throw FSError.noEntry("inode \(ino) has no names left")
+        }
+        return withBuffered(node, b)
     }
 
     /// `node` with this mount's buffered writes `b` (taken before the inode was read).
@@ -140,13 +180,21 @@ public final class FileSystem: @unchecked Sendable {
     /// Several inodes as `getattr` sees them (nil for one that is gone), in one store
     /// call per `MetaLimits.getManyKeysMax` of them.
     public func getattrs(_ inos: [InodeNumber]) async throws -> [Inode?] {
-        var out: [Inode?] = []
-        for start in stride(from: 0, to: inos.count, by: MetaLimits.getManyKeysMax) {
-            let part = inos[start..<min(inos.count, start + MetaLimits.getManyKeysMax)]
-            let views = part.map { buffered($0) }
-            let kvs = try await store.getMany(part.map { keys.inode($0) })
-            for (kv, view) in zip(kvs, views) {
-                out.append(try kv.map { withBuffered(try Self.decode($0.value, as: Inode.self), view) })
+        var out = [Inode?](repeating: nil, count: inos.count)
+        var missing: [Int] = []
+        for (i, ino) in inos.enumerated() {
+            let view = buffered(ino)
+            if let hit = cache?.inode(ino) { out[i] = withBuffered(hit.node, view) } else { missing.append(i) }
+        }
+        for start in stride(from: 0, to: missing.count, by: MetaLimits.getManyKeysMax) {
+            let part = missing[start..<min(missing.count, start + MetaLimits.getManyKeysMax)]
+            let views = part.map { buffered(inos[$0]) }
+            let ticket = cache?.ticket()
+            let kvs = try await store.getMany(part.map { keys.inode(inos[$0]) })
+            for ((i, kv), view) in zip(zip(part, kvs), views) {
+                guard let kv else { continue }
+                cache?.fill(kv, ticket: ticket)
+                out[i] = withBuffered(try Self.decode(kv.value, as: Inode.self), view)
             }
         }
         return out
@@ -154,10 +202,10 @@ public final class FileSystem: @unchecked Sendable {
 
     /// The inode as the store has it.
     func storedInode(_ ino: InodeNumber) async throws -> Inode {
-        guard let (node, _) = try await store.getJSON(keys.inode(ino), as: Inode.self) else {
-            throw FSError.noEntry("no inode \(ino)")
-        }
-        return node
+        let ticket = cache?.ticket()
+        guard let kv = try await store.get(keys.inode(ino)) else { throw FSError.noEntry("no inode \(ino)") }
+        cache?.fill(kv, ticket: ticket)
+        return try Self.decode(kv.value, as: Inode.self)
     }
 
     /// The entry's inode. With a hint of which inode the name holds, the entry and that
@@ -165,7 +213,12 @@ public final class FileSystem: @unchecked Sendable {
     public func lookup(_ parent: InodeNumber, _ name: String) async throws -> Inode {
         try Self.validate(name)
         let entryKey = keys.entry(parent, name)
+        if let cache, let hit = cache.entry(entryKey) {
+            let b = buffered(hit.entry.ino)
+            if let node = cache.inode(hit.entry.ino) { return withBuffered(node.node, b) }
+        }
         let entry: DirEntry
+        let ticket = cache?.ticket()
         if let hint = lookupHints.inode(of: entryKey) {
             let b = buffered(hint)
             let kvs = try await store.getMany([entryKey, keys.inode(hint)])
@@ -173,15 +226,18 @@ public final class FileSystem: @unchecked Sendable {
                 lookupHints.forget(entryKey)
                 throw FSError.noEntry("no entry '\(name)' in directory \(parent)")
             }
+            cache?.fill(entryKV, ticket: ticket)
             entry = try Self.decode(entryKV.value, as: DirEntry.self)
             if entry.ino == hint, let inodeKV = kvs[1] {
+                cache?.fill(inodeKV, ticket: ticket)
                 return withBuffered(try Self.decode(inodeKV.value, as: Inode.self), b)
             }
         } else {
-            guard let (e, _) = try await store.getJSON(entryKey, as: DirEntry.self) else {
+            guard let kv = try await store.get(entryKey) else {
                 throw FSError.noEntry("no entry '\(name)' in directory \(parent)")
             }
-            entry = e
+            cache?.fill(kv, ticket: ticket)
+            entry = try Self.decode(kv.value, as: DirEntry.self)
         }
         lookupHints.note(entryKey, entry.ino)
         return try await getattr(entry.ino)
@@ -202,7 +258,9 @@ public final class FileSystem: @unchecked Sendable {
             (".", DirEntry(ino: ino, type: FileType.directory)),
             ("..", DirEntry(ino: dir.parent ?? ino, type: FileType.directory)),
         ]
+        let ticket = cache?.ticket()
         for kv in try await store.rangeAll(prefix: prefix) {
+            cache?.fill(kv, ticket: ticket)
             out.append((String(kv.key.dropFirst(prefix.count)), try Self.decode(kv.value, as: DirEntry.self)))
         }
         return out
@@ -220,8 +278,8 @@ public final class FileSystem: @unchecked Sendable {
     /// the store's buffers as they came (no copy) unless this mount's buffered writes
     /// overlap the range, then one buffer with them copied over.
     public func readBuffers(_ ino: InodeNumber, offset: UInt64, length: Int) async throws -> [ByteBuffer] {
-        let b = bufferedLayers(ino)  // before the store read: see WriteBuffer.swift
-        var node = try await storedInode(ino)
+        let b = bufferedLayers(ino)  // before the inode is read (cache or store): see WriteBuffer.swift
+        var node = try await currentInode(ino)
         node.size = max(node.size, b.end)
         guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
         guard offset < node.size, length > 0 else { return [] }
@@ -301,6 +359,7 @@ public final class FileSystem: @unchecked Sendable {
         try Self.validate(name)
         let ino = try await allocateInode()
         let made: Inode = try await transact { t in
+            t.assumeAbsent(keys.entry(parent, name))
             try await t.prefetch([keys.inode(parent), keys.entry(parent, name)])
             var dir = try await directory(t, parent)
             guard try await t.get(keys.entry(parent, name)) == nil else { throw FSError.exists("'\(name)' exists") }

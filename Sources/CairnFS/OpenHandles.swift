@@ -13,8 +13,9 @@
 // into its session record `orphansCheckedAt = X` and `holding` = the orphans it has
 // open. An orphan written at R ≤ X was in that range read, so a record with
 // orphansCheckedAt ≥ R that does not list the inode comes from a mount that did not
-// have it open at that heartbeat — and cannot open it later: its names are gone (with
-// attribute and entry timeouts of 0 the kernel asks for every name). The inode goes
+// have it open at that heartbeat — and cannot open it later: its names are gone, and
+// an open through a name the kernel still holds finds nlink 0 and is refused
+// (`FileSystem.revalidate`). The inode goes
 // (`collectOrphans`) in one transaction that compares o/<ino> and every other mount's
 // session record as read: all of them checked at or after R and none holding it, and
 // not open on the collecting mount itself. A mount that starts after that read

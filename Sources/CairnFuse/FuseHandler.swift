@@ -30,11 +30,20 @@ struct Request: @unchecked Sendable {
 }
 
 public struct FuseTimeouts: Sendable {
-    /// How long the kernel may cache attributes / names. 0 (the default) makes every
-    /// stat and lookup ask the store, which gives close-to-open between mounts.
+    /// How long the kernel may cache attributes / names, in seconds. With the mount's
+    /// metadata cache these bound only how long a change another mount made can stay
+    /// unseen when the cache's watch is broken (the watch tells the kernel at once
+    /// otherwise); open always asks the store, so close-to-open holds whatever they are.
+    /// Both 0: strict mode, every stat and lookup asks the store.
     public var attributes: Double
     public var entries: Double
-    public init(attributes: Double = 0, entries: Double = 0) { self.attributes = attributes; self.entries = entries }
+    public init(attributes: Double = FuseTimeouts.standardSeconds, entries: Double = FuseTimeouts.standardSeconds) {
+        self.attributes = attributes; self.entries = entries
+    }
+    /// The default of both (`cairn mount --attr-timeout/--entry-timeout`).
+    public static let standardSeconds = 1.0
+    /// Both 0: no metadata cache, every stat and lookup asks the store.
+    public var strict: Bool { attributes == 0 && entries == 0 }
 }
 
 /// What the callbacks reach through fuse_req_userdata. Sendable: its state is the
@@ -50,10 +59,68 @@ public final class FuseHandler: @unchecked Sendable {
     static let requestBytesMax: UInt32 = 1 << 20
     /// Bound on directory handles open at once.
     static let openDirectoriesMax = 65_536
+    /// Inodes remembered as known to the kernel (for invalidating all of them when the
+    /// cache's watch broke); past it the kernel's copies age out by the timeouts.
+    static let knownInodesMax = 262_144
+    /// The libfuse session while the loop serves (notifications go to it), and the
+    /// inodes the kernel was told about.
+    let session = Locked<(se: OpaquePointer?, known: Set<UInt64>)>((nil, []))
+    /// Notifications to the kernel run on a thread of their own, never on the Swift
+    /// pool: an entry invalidation waits for the directory's lock in the kernel, which a
+    /// request in flight on that directory can hold until its reply.
+    let notifyQueue = DispatchQueue(label: "cairn.fuse.notify")
 
     public init(fs: FileSystem, timeouts: FuseTimeouts,
                 capacity: @escaping @Sendable () async -> (totalBytes: UInt64, freeBytes: UInt64)) {
         self.fs = fs; self.timeouts = timeouts; self.capacity = capacity
+        fs.setInvalidationHandler { [weak self] items in await self?.invalidate(items) }
+    }
+
+    // MARK: - Kernel cache notifications
+
+    func attach(_ se: OpaquePointer?) { session.withLock { $0.se = se } }
+
+    func known(_ ino: UInt64) {
+        guard fs.caching else { return }
+        session.withLock { s in
+            guard !s.known.contains(ino) else { return }
+            if s.known.count >= Self.knownInodesMax { s.known.removeAll() }
+            s.known.insert(ino)
+        }
+    }
+
+    /// Tells the kernel to forget what another mount changed. Runs from the cache's
+    /// watcher, outside every request handler (libfuse's deadlock rule for
+    /// fuse_lowlevel_notify_inval_entry); errors (an inode or name the kernel does not
+    /// hold: ENOENT) mean there was nothing to forget.
+    func invalidate(_ items: [CacheInvalidation]) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            notifyQueue.async {
+                self.session.withLock { s in
+                    guard let se = s.se else { return }
+                    for item in items {
+                        switch item {
+                        case .inode(let ino, let data):
+                            _ = fuse_lowlevel_notify_inval_inode(se, ino, data ? 0 : -1, 0)
+                        case .entry(let parent, let name):
+                            _ = name.withCString { fuse_lowlevel_notify_inval_entry(se, parent, $0, strlen($0)) }
+                        case .all:
+                            for ino in s.known { _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0) }
+                        }
+                    }
+                }
+                c.resume()
+            }
+        }
+    }
+
+    /// The kernel forgets its attributes of `ino` (open: they may predate what the open
+    /// read). Attributes only: no lock is taken, so this is safe inside open's handler.
+    func invalidateAttributes(_ ino: UInt64) {
+        session.withLock { s in
+            guard let se = s.se else { return }
+            _ = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0)
+        }
     }
 
     static func of(_ req: fuse_req_t?) -> FuseHandler {
@@ -111,6 +178,7 @@ public final class FuseHandler: @unchecked Sendable {
     }
 
     func replyEntry(_ req: Request, _ n: Inode) {
+        known(n.ino)
         var e = fuse_entry_param()
         e.ino = n.ino
         e.generation = 1

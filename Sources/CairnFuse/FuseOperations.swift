@@ -89,9 +89,17 @@ func makeOperations() -> fuse_lowlevel_ops {
         let h = FuseHandler.of(req)
         let opened = fi!.pointee
         h.run(req) { r in
-            let node = try await h.fs.getattr(ino)
+            // Close-to-open: the inode comes from the store whatever is cached, the
+            // kernel forgets its attributes (size, mtime) of it, and with no keep_cache it
+            // drops the file's cached pages at open.
+            let node = try await h.fs.revalidate(ino)
             guard !node.isDirectory else { throw FSError.isDirectory("inode \(ino) is a directory") }
-            // No keep_cache: the kernel drops its cached pages at open (close-to-open).
+            // libfuse asks for atomic O_TRUNC by default: the kernel leaves the
+            // truncation to this open (it sends no setattr).
+            if opened.flags & O_TRUNC != 0 && node.isRegular && node.size > 0 {
+                _ = try await h.fs.setattr(ino, AttributeChanges(size: 0))
+            }
+            if h.fs.caching { h.invalidateAttributes(ino) }
             var info = opened
             info.keep_cache = 0
             h.fs.opened(ino)
@@ -104,6 +112,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         h.run(req) { r in
             let who = h.caller(r)
             let node = try await h.fs.makeNode(parent, name, mode: mode, uid: who.uid, gid: who.gid)
+            h.known(node.ino)
             var e = fuse_entry_param()
             e.ino = node.ino
             e.generation = 1
@@ -339,6 +348,7 @@ extension FuseHandler {
             while index < entries.count {
                 var e = fuse_entry_param()
                 if index < last, let node = nodes[index - first] {
+                    known(node.ino)
                     e.ino = node.ino
                     e.generation = 1
                     e.attr = Self.stat(of: node)

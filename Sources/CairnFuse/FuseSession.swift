@@ -102,7 +102,8 @@ public enum FuseSession {
     /// `mounted` runs once the kernel has the mount, before requests are served.
     public static func run(_ handler: FuseHandler, mountpoint: String, options: FuseMountOptions,
                            mounted: () -> Void) throws {
-        try serve(makeOperations(), userdata: handler, mountpoint: mountpoint, options: options, mounted: mounted)
+        try serve(makeOperations(), userdata: handler, mountpoint: mountpoint, options: options, mounted: mounted,
+                  session: { handler.attach($0) })
     }
 
     /// Serves a one-file filesystem (see BlockFile.swift) until it is unmounted.
@@ -111,8 +112,9 @@ public enum FuseSession {
         try serve(makeBlockFileOperations(), userdata: handler, mountpoint: mountpoint, options: options, mounted: mounted)
     }
 
+    /// `session` is given the libfuse session once mounted and nil before it is destroyed.
     static func serve(_ operations: fuse_lowlevel_ops, userdata handler: AnyObject, mountpoint: String,
-                      options: FuseMountOptions, mounted: () -> Void) throws {
+                      options: FuseMountOptions, mounted: () -> Void, session: (OpaquePointer?) -> Void = { _ in }) throws {
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         for a in ["cairn", "-o", options.optionString] { _ = fuse_opt_add_arg(&args, a) }
@@ -130,6 +132,8 @@ public enum FuseSession {
         }
         defer { fuse_session_unmount(se) }
         raiseReadahead(resolvedMountpoint: resolved)
+        session(se)
+        defer { session(nil) }
         mounted()
         let config = fuse_loop_cfg_create()
         defer { fuse_loop_cfg_destroy(config) }

@@ -5,14 +5,19 @@
 # goes on the other mount (and goes with the last close); POSIX and flock
 # locks hold across the mounts, and a killed mount's locks are released; a killed
 # daemon's stale mount is cleaned by the next mount; SIGTERM unmounts.
+# The mounts run in strict mode (attribute and entry timeouts 0, no metadata cache):
+# this test checks the other mount right after each change, which only strict mode
+# promises; test_fs_cache.sh covers the defaults (close-to-open, changes reaching the
+# other mount through the cache's watch).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
+STRICT=(--attr-timeout 0 --entry-timeout 0)
 start_cluster 3
 "$CAIRN" volume create home --kind filesystem --size 1GiB >/dev/null
 MOUNT_HTTP="http://127.0.0.1:$(( BASE_PORT + 17 ))"
-fs_mount home "$T/a" --http "${MOUNT_HTTP#http://}"
+fs_mount home "$T/a" --http "${MOUNT_HTTP#http://}" "${STRICT[@]}"
 A=$MOUNT_PID
-fs_mount home "$T/b"
+fs_mount home "$T/b" "${STRICT[@]}"
 B=$MOUNT_PID
 
 log "close-to-open: a file closed on one mount reads whole on the other"
@@ -119,7 +124,7 @@ log "lock of the dead mount released after $(( $(date +%s) - start )) s"
 kill -KILL "$HOLDER" 2>/dev/null || true
 wait "$HOLDER" 2>/dev/null || true
 if stat "$T/a" >/dev/null 2>&1; then fail "expected a stale mount after kill -9"; fi
-fs_mount home "$T/a"
+fs_mount home "$T/a" "${STRICT[@]}"
 grep -q "stale mount" "$T"/mount-2.log || fail "the new mount did not report cleaning the stale one"
 [ -d "$T/a/dir/sub" ] || fail "tree missing after the remount"
 cmp "$T/b/own-3" "$T/a/own-3" || fail "own-3 differs after the remount"
