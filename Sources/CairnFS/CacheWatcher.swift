@@ -16,6 +16,9 @@ extension FileSystem {
     /// A watcher this many revisions behind the store drops the cache and resyncs
     /// rather than replaying the backlog (the changelog keeps 10,000 revisions).
     static let cacheWatchLagMax: Int64 = 5000
+    /// Milliseconds the watcher waits at most for this mount's commits in flight to
+    /// note their revisions (after that their changes are told to the kernel: harmless).
+    static let ownCommitWaitsMax = 5000
 
     /// Who is told what the kernel must forget after other mounts' changes.
     public func setInvalidationHandler(_ handler: @escaping @Sendable ([CacheInvalidation]) async -> Void) {
@@ -39,6 +42,13 @@ extension FileSystem {
                 }
                 let events = try await store.watch(prefix: keys.prefix, afterRevision: position!, timeout: Self.cacheWatchWait)
                 guard let last = events.last?.modRevision else { continue }
+                // A commit of this mount whose answer has not come back yet may have made
+                // some of these changes: wait for it to note its revision, so the kernel
+                // is not told to forget what this mount itself just told it.
+                let mark = cache.commitMark
+                for _ in 0..<Self.ownCommitWaitsMax where cache.commitsActive(below: mark) {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
                 let invalidations = cache.apply(events)
                 position = last
                 if !invalidations.isEmpty, let handler = invalidationHandler.withLock({ $0 }) { await handler(invalidations) }

@@ -146,6 +146,8 @@ final class FSTransaction {
         precondition(writes.count <= MetaLimits.txnOpsMax, "a filesystem transaction writes at most \(MetaLimits.txnOpsMax) keys")
         let compares = revisions.sorted { $0.key < $1.key }.map { TxnCompare.modRevision(key: $0.key, equals: $0.value) }
             + valueChecks.sorted { $0.key < $1.key }.map { TxnCompare.valueEquals(key: $0.key, value: $0.value) }
+        let commit = cache?.beginCommit()
+        defer { if let commit { cache?.endCommit(commit) } }
         let result = try await store.txn(compare: compares, success: order.map { writes[$0]! }, failure: [])
         if result.succeeded, let cache {
             var puts: [(key: String, record: MetaCache.Record)] = []

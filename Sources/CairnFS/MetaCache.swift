@@ -58,6 +58,11 @@ final class MetaCache: @unchecked Sendable {
         var ownRevisions: Set<Int64> = []
         /// Counters for tests and the metrics of the mount.
         var hits = 0, misses = 0, clears = 0
+        /// This mount's commits between sending their transaction and noting its
+        /// revision, by sequence number: the watch can bring a commit's changes before
+        /// its answer does.
+        var commitsActive: Set<UInt64> = []
+        var commitNext: UInt64 = 0
     }
 
     let keys: FSKeys
@@ -124,6 +129,24 @@ final class MetaCache: @unchecked Sendable {
             for d in deletes where isCached(d) { Self.store(&s, d, Slot(record: nil, revision: revision)) }
         }
     }
+
+    /// Before a commit's transaction is sent.
+    func beginCommit() -> UInt64 {
+        state.withLock { s in
+            defer { s.commitNext += 1 }
+            s.commitsActive.insert(s.commitNext)
+            return s.commitNext
+        }
+    }
+
+    /// After the commit's revision was noted (or it failed).
+    func endCommit(_ id: UInt64) { state.withLock { _ = $0.commitsActive.remove(id) } }
+
+    /// Sequence number of the next commit: every commit whose changes a watch already
+    /// brought is below it.
+    var commitMark: UInt64 { state.withLock { $0.commitNext } }
+
+    func commitsActive(below mark: UInt64) -> Bool { state.withLock { $0.commitsActive.contains { $0 < mark } } }
 
     /// Remembers a revision as this mount's own even when its values cannot enter.
     func noteOwnRevision(_ revision: Int64) { state.withLock { Self.noteOwn(&$0, revision) } }

@@ -62,12 +62,16 @@ public final class FuseHandler: @unchecked Sendable {
     /// Inodes remembered as known to the kernel (for invalidating all of them when the
     /// cache's watch broke); past it the kernel's copies age out by the timeouts.
     static let knownInodesMax = 262_144
-    /// The libfuse session while the loop serves (notifications go to it), and the
-    /// inodes the kernel was told about.
-    let session = Locked<(se: OpaquePointer?, known: Set<UInt64>)>((nil, []))
+    /// The libfuse session while the loop serves (notifications go to it) and how many
+    /// notifications use it right now. The lock is only ever held briefly, never across
+    /// a call into the kernel: an entry invalidation waits for the directory's lock,
+    /// which a request in flight on that directory (a create) holds until its reply, and
+    /// that reply must never wait for this lock.
+    let session = Locked<(se: OpaquePointer?, users: Int)>((nil, 0))
+    /// The inodes the kernel was told about.
+    let knownInodes = Locked<Set<UInt64>>([])
     /// Notifications to the kernel run on a thread of their own, never on the Swift
-    /// pool: an entry invalidation waits for the directory's lock in the kernel, which a
-    /// request in flight on that directory can hold until its reply.
+    /// pool (see `session`).
     let notifyQueue = DispatchQueue(label: "cairn.fuse.notify")
 
     public init(fs: FileSystem, timeouts: FuseTimeouts,
@@ -78,14 +82,32 @@ public final class FuseHandler: @unchecked Sendable {
 
     // MARK: - Kernel cache notifications
 
-    func attach(_ se: OpaquePointer?) { session.withLock { $0.se = se } }
+    /// The session once mounted; nil before it is destroyed, which waits until no
+    /// notification uses it (one blocked in the kernel returns when the unmount aborts
+    /// the requests it waits for).
+    func attach(_ se: OpaquePointer?) {
+        session.withLock { $0.se = se }
+        guard se == nil else { return }
+        while session.withLock({ $0.users > 0 }) { usleep(1000) }
+    }
+
+    /// Runs `body` with the session if there is one, without holding the lock meanwhile.
+    func withSession(_ body: (OpaquePointer) -> Void) {
+        guard let se = session.withLock({ s -> OpaquePointer? in
+            guard let se = s.se else { return nil }
+            s.users += 1
+            return se
+        }) else { return }
+        defer { session.withLock { $0.users -= 1 } }
+        body(se)
+    }
 
     func known(_ ino: UInt64) {
         guard fs.caching else { return }
-        session.withLock { s in
-            guard !s.known.contains(ino) else { return }
-            if s.known.count >= Self.knownInodesMax { s.known.removeAll() }
-            s.known.insert(ino)
+        knownInodes.withLock { k in
+            guard !k.contains(ino) else { return }
+            if k.count >= Self.knownInodesMax { k.removeAll() }
+            k.insert(ino)
         }
     }
 
@@ -96,8 +118,7 @@ public final class FuseHandler: @unchecked Sendable {
     func invalidate(_ items: [CacheInvalidation]) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             notifyQueue.async {
-                self.session.withLock { s in
-                    guard let se = s.se else { return }
+                self.withSession { se in
                     for item in items {
                         switch item {
                         case .inode(let ino, let data):
@@ -105,7 +126,7 @@ public final class FuseHandler: @unchecked Sendable {
                         case .entry(let parent, let name):
                             _ = name.withCString { fuse_lowlevel_notify_inval_entry(se, parent, $0, strlen($0)) }
                         case .all:
-                            for ino in s.known { _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0) }
+                            for ino in self.knownInodes.snapshot { _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0) }
                         }
                     }
                 }
@@ -117,10 +138,7 @@ public final class FuseHandler: @unchecked Sendable {
     /// The kernel forgets its attributes of `ino` (open: they may predate what the open
     /// read). Attributes only: no lock is taken, so this is safe inside open's handler.
     func invalidateAttributes(_ ino: UInt64) {
-        session.withLock { s in
-            guard let se = s.se else { return }
-            _ = fuse_lowlevel_notify_inval_inode(se, ino, -1, 0)
-        }
+        withSession { _ = fuse_lowlevel_notify_inval_inode($0, ino, -1, 0) }
     }
 
     static func of(_ req: fuse_req_t?) -> FuseHandler {
