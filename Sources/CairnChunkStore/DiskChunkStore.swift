@@ -70,6 +70,12 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
     private var unsubmittedBytes: [ChunkKey: Int] = [:]
     /// Applied bytes of one chunk file after which its writeback is started.
     static let writebackStartBytes = 1 << 20
+    /// Only writes at least this large count toward `writebackStartBytes`. Scattered small
+    /// writes are left to the checkpointer: starting the writeback of a file's scattered
+    /// dirty pages from the committer slowed 4 KiB random writes at depth 32 (an A/B of
+    /// three alternating runs: RF1 5.1-6.5k IOPS with it, 6.2-10.1k without), while large
+    /// writes gain from it (the checkpoint finds their pages already written).
+    static let writebackWriteBytesMin = 64 << 10
 
     public init(directory: String, chunkSize: Int = chunkSizeDefault, journalBytes: Int = 256 << 20) throws {
         geometry = try ChunkGeometry(chunkSize: chunkSize)
@@ -500,7 +506,9 @@ public final class DiskChunkStore: ChunkBackend, @unchecked Sendable {
                 }
             }
             dirtyChunks.insert(key)
-            if !replaying && record.type != .trim { unsubmittedBytes[key, default: 0] += record.length }
+            if !replaying && record.type == .write && record.length >= Self.writebackWriteBytesMin {
+                unsubmittedBytes[key, default: 0] += record.length
+            }
         case .deleteChunk:
             try files.removeFile(key)
             dirtyChunks.remove(key)
