@@ -26,7 +26,7 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
     private var phase: Phase
     private var decoder = ISCSIPDUDecoder()
     private var digests = ISCSIDigests()
-    private var input = ByteBuffer()
+    private var received = ReceiveBuffer()
     private var waiting = false
     private var readPending = false
     private var flushScheduled = false
@@ -58,7 +58,7 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        if input.readableBytes == 0 { input = bytes } else { input.writeBuffer(&bytes) }
+        received.append(&bytes)
         process(context)
     }
 
@@ -90,10 +90,11 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
     // MARK: - Input
 
     private func process(_ context: ChannelHandlerContext) {
+        var decoded = false
         while channelOpen && acceptsInput {
             let pdu: ISCSIPDU?
             do {
-                pdu = try decoder.decode(&input)
+                pdu = try decoder.decode(&received.bytes)
             } catch ISCSIDecodeError.dataDigest(let bhs) {
                 // The header is sound: reject the PDU and carry on (a lost Data-Out then
                 // fails its command at ERL 0 when the sequence check trips).
@@ -109,6 +110,7 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
                 return close(context, reason: "\(error)")
             }
             guard let pdu else { break }
+            decoded = true
             switch phase {
             case .login(var machine):
                 let action = machine.receive(pdu)
@@ -122,7 +124,7 @@ final class ISCSIConnectionHandler: ChannelDuplexHandler {
                 return
             }
         }
-        if input.readableBytes == 0 { input = ByteBuffer() } else if input.readerIndex > 4 << 20 { input.discardReadBytes() }
+        received.passEnded(decoded: decoded, allocator: context.channel.allocator)
     }
 
     // MARK: - Login

@@ -26,7 +26,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     private let logger: Logger
     private var phase: Phase
     private var decoder = NBDDecoder(mode: .clientFlags)
-    private var input = ByteBuffer()
+    private var received = ReceiveBuffer()
     /// An export lookup or open is pending: decode nothing until it answers.
     private var waiting = false
     private var readPending = false
@@ -54,7 +54,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        if input.readableBytes == 0 { input = bytes } else { input.writeBuffer(&bytes) }
+        received.append(&bytes)
         process(context)
     }
 
@@ -88,16 +88,18 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     // MARK: - Input
 
     private func process(_ context: ChannelHandlerContext) {
+        var decoded = false
         while channelOpen && acceptsInput {
             let message: NBDInbound?
             do {
-                message = try decoder.decode(&input)
+                message = try decoder.decode(&received.bytes)
             } catch {
                 logger.notice("closing connection on malformed input", metadata: ["error": "\(error)"])
                 close(context, reason: "\(error)")
                 return
             }
             guard let message else { break }
+            decoded = true
             switch phase {
             case .options(var machine):
                 let action = machine.receive(message)
@@ -111,7 +113,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 return
             }
         }
-        if input.readableBytes == 0 { input = ByteBuffer() } else if input.readerIndex > 4 << 20 { input.discardReadBytes() }
+        received.passEnded(decoded: decoded, allocator: context.channel.allocator)
     }
 
     // MARK: - Option phase actions
@@ -186,7 +188,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     private func startTLS(_ ack: ByteBuffer, _ context: ChannelHandlerContext) {
         guard let tls, case .options(var machine) = phase else { preconditionFailure("STARTTLS accepted without TLS") }
         context.writeAndFlush(wrapOutboundOut(ack), promise: nil)
-        guard input.readableBytes == 0 else {
+        guard received.bytes.readableBytes == 0 else {
             // The client sent more before our ACK: those bytes cannot be TLS records.
             return close(context, reason: "data after STARTTLS before its reply")
         }
