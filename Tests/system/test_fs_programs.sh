@@ -56,14 +56,17 @@ git -C "$T/mnt/src" fsck --full --strict || fail "git fsck after the remount"
 fio_verify "$T/mnt/fio.dat" "$T/fio3.out" --verify_only || { cat "$T/fio3.out"; fail "fio data changed after the remount"; }
 log "large writes while node2 is killed with -9"
 head -c 16000000 /dev/urandom > "$T/big"
-( for i in 1 2 3; do dd if="$T/big" of="$T/mnt/big$i" bs=1M conv=fsync status=none || exit 1; done ) &
+# Twelve files: the kill lands once the first exists, while the rest are still being
+# written, however fast the writes are.
+NBIG=12
+( for i in $(seq 1 $NBIG); do dd if="$T/big" of="$T/mnt/big$i" bs=1M conv=fsync status=none || exit 1; done ) &
 writer=$!
-sleep 0.5
+for _ in $(seq 1 200); do [ -e "$T/mnt/big1" ] && break; sleep 0.05; done
 kill -0 "$writer" 2>/dev/null || fail "the writes ended before node2 could be killed (make them larger)"
 kill -9 "$(node_pid node2)"
 log "killed node2 while the writes were running"
 wait "$writer" || fail "writes failed after a storage node was killed"
-for i in 1 2 3; do
+for i in $(seq 1 $NBIG); do
     cmp "$T/big" "$T/mnt/big$i" || fail "big$i differs on the mount that wrote it"
     cmp "$T/big" "$T/m2/big$i" || fail "big$i differs on the second mount (read from the storage nodes)"
 done
