@@ -9,11 +9,7 @@ final class LocksBufferTests: XCTestCase {
     let root = FileSystem.rootInode
 
     func mount(_ store: MetaStore, _ data: SliceStore, _ id: String, buffering: WriteBufferLimits = .none) async throws -> FileSystem {
-        let clock = Locked<Int64>(1_000_000_000)
-        let fs = FileSystem(store: store, prefix: "/fs/t/", data: data, mountID: id, buffering: buffering,
-                            now: { FSTime(nanoseconds: clock.withLock { $0 += 1; return $0 }) })
-        try await fs.ensureRoot(uid: 0, gid: 0)
-        return fs
+        try await makeTestMount(store, data, id, buffering: buffering)
     }
 
     func posix(_ start: UInt64, _ end: UInt64, owner: UInt64) -> FileLock {
